@@ -1,0 +1,142 @@
+"""Daemon mode: a long-running supervisor serving the control socket (`tark supervisor start|stop|status`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import attrs
+
+from supervisor import paths
+from supervisor.control import PID_NAME, ControlError, ControlServer, DaemonClient, Reply, Request, socket_path
+from supervisor.supervisor import CallRefused, Supervisor
+
+log = logging.getLogger(__name__)
+
+
+class DaemonError(Exception):
+    """The daemon could not be started or stopped."""
+
+
+def serve(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0) -> None:
+    """Run the daemon in the foreground until `shutdown` or SIGTERM/SIGINT (systemd runs this)."""
+    runtime_dir = runtime_dir or paths.runtime_dir()
+    stop = threading.Event()
+    with Supervisor(runtime_dir=runtime_dir, idle_timeout_s=idle_timeout_s) as supervisor:
+
+        def handle(request: Request) -> Reply:
+            if request.op == "ping":
+                return Reply(ok=True, pid=os.getpid())
+            if request.op == "status":
+                return Reply(ok=True, pid=os.getpid(), status=supervisor.status())
+            if request.op == "shutdown":
+                stop.set()
+                return Reply(ok=True, pid=os.getpid())
+            if request.op == "call":
+                try:
+                    result = supervisor.call(request.plugin, request.export, request.args,
+                                             timeout_s=request.timeout_s)
+                except CallRefused as exc:
+                    return Reply(ok=False, refused=True, error=str(exc))
+                except Exception as exc:  # noqa: BLE001 - the daemon answers, it does not die
+                    if isinstance(exc, LookupError) or type(exc).__name__ == "PluginNotFound":
+                        return Reply(ok=False, refused=True, error=str(exc).strip("'\""))
+                    log.exception("call %s.%s failed", request.plugin, request.export)
+                    return Reply(ok=False, error=f"internal error: {exc}")
+                return Reply(ok=True, result=attrs.asdict(result))
+            return Reply(ok=False, error=f"unknown control operation '{request.op}'")
+
+        server = ControlServer(socket_path(runtime_dir), handle)
+        pid_file = runtime_dir / PID_NAME
+        pid_file.write_text(f"{os.getpid()}\n")
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="control")
+        serving.start()
+        log.info("supervisor daemon %d listening on %s", os.getpid(), socket_path(runtime_dir))
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            server.shutdown()
+            serving.join()
+            server.server_close()
+            for path in (socket_path(runtime_dir), pid_file):
+                path.unlink(missing_ok=True)
+
+
+def running_client(runtime_dir: Path | None = None) -> DaemonClient | None:
+    """A client of the running daemon, or None when no daemon answers."""
+    runtime_dir = runtime_dir or paths.runtime_dir()
+    if not socket_path(runtime_dir).exists():
+        return None
+    try:
+        client = DaemonClient(runtime_dir)
+        client.ping()
+        return client
+    except ControlError:
+        return None
+
+
+def start_background(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0,
+                     wait_s: float = 15.0) -> int:
+    """Start the daemon as a detached process; returns its pid once it answers on the control socket."""
+    runtime_dir = runtime_dir or paths.runtime_dir()
+    existing = running_client(runtime_dir)
+    if existing is not None:
+        with existing:
+            raise DaemonError(f"a supervisor daemon is already running (pid {existing.ping()})")
+    log_path = runtime_dir / "supervisor.log"
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.cli.main", "supervisor", "start", "--foreground",
+             "--idle-timeout", str(idle_timeout_s)],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True,
+            env={**os.environ, "TARK_RUNTIME_DIR": str(runtime_dir)},
+        )
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise DaemonError(f"the supervisor daemon exited with code {process.returncode}; see {log_path}")
+        client = running_client(runtime_dir)
+        if client is not None:
+            with client:
+                return client.ping()
+        time.sleep(0.05)
+    process.kill()
+    raise DaemonError(f"the supervisor daemon did not answer within {wait_s:.0f} s; see {log_path}")
+
+
+def stop_running(runtime_dir: Path | None = None, wait_s: float = 15.0) -> int | None:
+    """Ask the daemon to stop and wait until it is gone; returns its pid, or None if none was running."""
+    runtime_dir = runtime_dir or paths.runtime_dir()
+    client = running_client(runtime_dir)
+    if client is None:
+        return None
+    with client:
+        pid = client.ping()
+        client.shutdown()
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return pid
+        time.sleep(0.05)
+    raise DaemonError(f"the supervisor daemon (pid {pid}) did not stop within {wait_s:.0f} s")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie child of ours (tests) counts as gone
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -1,0 +1,131 @@
+"""The supervisor: registry + one worker per plugin + the capability host that answers each worker.
+
+The CLI uses it embedded (the default) or through the daemon's control socket (supervisor/control.py); both
+expose the same `call`/`status` operations so commands print the same either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import attrs
+
+from policy.abi import ExportShapeError, export_shape
+from policy.limits import Limits
+from supervisor import paths
+from supervisor.host import PluginHost
+from supervisor.modules import ModuleCache
+from supervisor.plugin import InstalledPlugin
+from supervisor.registry import Registry
+from supervisor.workers import CallOutcome, WorkerPool
+from worker.protocol import EngineSettings
+
+log = logging.getLogger(__name__)
+
+
+class CallRefused(Exception):
+    """A call the supervisor will not start (unknown/disabled plugin, missing export, wrong argument count)."""
+
+
+@attrs.frozen
+class CallResult:
+    """What `tark plugin call` reports: the export's return code and output (None for bare status exports)."""
+
+    plugin: str
+    export: str
+    ret: int | None
+    output: str | None
+    error: str | None
+    error_kind: str | None
+    worker_pid: int | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Supervisor:
+    """Owns the worker pool; every call resolves the plugin from the registry afresh, so an update or removal
+    made by another CLI process is seen by the next call (a changed plugin gets a new worker)."""
+
+    def __init__(
+        self,
+        registry: Registry | None = None,
+        *,
+        runtime_dir: Path | None = None,
+        cache_dir: Path | None = None,
+        limits: Limits = Limits(),
+        idle_timeout_s: float = 300.0,
+    ) -> None:
+        self.registry = registry or Registry(paths.plugins_dir())
+        self.limits = limits
+        self.modules = ModuleCache((cache_dir or paths.cache_dir()), EngineSettings())
+        self.pool = WorkerPool(
+            runtime_dir or paths.runtime_dir(),
+            self.modules,
+            lambda plugin: PluginHost(plugin, limits),
+            idle_timeout_s=idle_timeout_s,
+        )
+        self._loaded: dict[str, InstalledPlugin] = {}
+
+    def _plugin(self, name: str) -> InstalledPlugin:
+        plugin = self.registry.get(name)
+        if not plugin.enabled:
+            raise CallRefused(f"Plugin '{name}' is disabled; enable it with: tark plugin enable {name}")
+        previous = self._loaded.get(name)
+        if previous is not None and previous != plugin:
+            log.info("plugin %s changed on disk; restarting its worker", name)
+            self.pool.stop(name)
+        self._loaded[name] = plugin
+        return plugin
+
+    def call(self, name: str, export: str, args: list[str], *, timeout_s: float | None = None) -> CallResult:
+        plugin = self._plugin(name)
+        exports = self.modules.exports(plugin.wasm_path)
+        if export not in exports:
+            raise CallRefused(f"Plugin does not export '{export}' function")
+        params, results = exports[export]
+        try:
+            shape = export_shape(export, tuple(params), tuple(results))
+        except ExportShapeError as exc:
+            raise CallRefused(str(exc)) from None
+        if len(args) != shape.string_args:
+            raise CallRefused(
+                f"export '{export}' takes {shape.string_args} string argument(s), {len(args)} given"
+            )
+        outcome: CallOutcome = self.pool.call(
+            plugin, export, [a.encode() for a in args], shape.result_capacity, timeout_s=timeout_s
+        )
+        return _result(name, export, outcome)
+
+    def status(self) -> list[dict]:
+        return [attrs.asdict(s) for s in self.pool.status()]
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self) -> "Supervisor":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _result(name: str, export: str, outcome: CallOutcome) -> CallResult:
+    output = None
+    error = outcome.error_message
+    if outcome.output is not None:
+        try:
+            output = outcome.output.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            error = error or f"Invalid UTF-8 in result (byte {exc.start})"
+    return CallResult(
+        plugin=name,
+        export=export,
+        ret=outcome.ret,
+        output=output,
+        error=error,
+        error_kind=outcome.error_kind if outcome.error_message else ("bad_result" if error else None),
+        worker_pid=outcome.worker_pid,
+    )
