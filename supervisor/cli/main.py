@@ -1,0 +1,100 @@
+"""The `tark` command: the root click group, error reporting and command registration.
+
+Adding commands: write a module with `register(cli: TarkGroup) -> None` that adds commands to `cli` (or to
+a subgroup: `cli.subgroup("plugin").add_command(...)`) and list it in COMMAND_MODULES. Exceptions of the
+types in `cli.user_errors` (extend with `cli.add_user_errors(...)`) and click.ClickException print
+`Error: <message>` and exit 1; anything else is an internal error, with its traceback only under -v.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+from typing import Any, Sequence
+
+import attrs
+import click
+
+from policy.errors import PolicyError
+from supervisor.install_record import InstallRecordError
+from supervisor.logging_setup import ENV_VAR, LogFilterError, configure_logging
+from supervisor.plugin import PluginLoadError
+from supervisor.registry import RegistryError
+from supervisor.sources import SourceError
+from supervisor.wasm_check import WasmValidationError
+
+COMMAND_MODULES = ("supervisor.cli.plugin",)
+
+
+@attrs.frozen
+class CliState:
+    """Passed to every command as `ctx.obj`."""
+
+    verbose: bool
+
+
+class TarkGroup(click.Group):
+    """A click group that turns known user errors into `Error: <msg>` (exit 1) and hides tracebacks."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user_errors: tuple[type[BaseException], ...] = (
+            PolicyError, PluginLoadError, RegistryError, SourceError, WasmValidationError,
+            InstallRecordError, LogFilterError, OSError,
+        )
+
+    def add_user_errors(self, *types: type[BaseException]) -> None:
+        self.user_errors += types
+
+    def subgroup(self, name: str) -> click.Group:
+        group = self.commands.get(name)
+        if not isinstance(group, click.Group):
+            raise LookupError(f"no command group '{name}' is registered on tark")
+        return group
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except self.user_errors as exc:
+            raise click.ClickException(_user_message(exc)) from None
+        except KeyboardInterrupt:
+            raise click.exceptions.Abort() from None
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: no tracebacks by default
+            verbose = isinstance(ctx.obj, CliState) and ctx.obj.verbose
+            if verbose:
+                traceback.print_exc(file=sys.stderr)
+            hint = "" if verbose else " (run with -v for the traceback)"
+            raise click.ClickException(f"internal error: {type(exc).__name__}: {exc}{hint}") from None
+
+
+def _user_message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc)
+
+
+@click.group(cls=TarkGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging and tracebacks for internal errors.")
+@click.pass_context
+def tark(ctx: click.Context, verbose: bool) -> None:
+    """tark: hardened plugin runtime."""
+    ctx.obj = CliState(verbose=verbose)
+    configure_logging(verbose, os.environ.get(ENV_VAR))
+
+
+def build_cli() -> TarkGroup:
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(tark)
+    return tark
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    build_cli().main(args=list(argv) if argv is not None else None, prog_name="tark")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""`tark plugin add|list|info|enable|disable|remove|update`: texts follow tark (tark-core-abi.md §6)."""
+
+from __future__ import annotations
+
+import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from policy.manifest import Manifest
+from supervisor import paths
+from supervisor.cli.output import cut, header, make_console, plugin_json, print_json, status_word, warn
+from supervisor.install_record import InstallRecord
+from supervisor.plugin import InstalledPlugin
+from supervisor.registry import Registry, UpdateResult, source_from_record
+from supervisor.sources import GitSource, LocalSource, parse_source
+from supervisor.wasm_check import sha256_file
+
+
+@click.group("plugin")
+def plugin_group() -> None:
+    """Install and manage plugins."""
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(plugin_group)
+
+
+def open_registry() -> Registry:
+    return Registry(paths.plugins_dir())
+
+
+def _capability_bullets(manifest: Manifest) -> list[str]:
+    caps = manifest.capabilities
+    lines = []
+    if caps.storage:
+        lines.append("  • Storage access")
+    if caps.http:
+        lines.append(f"  • HTTP to: {', '.join(caps.http)}")
+    if caps.env:
+        lines.append(f"  • Env vars: {', '.join(caps.env)}")
+    if caps.fs_read:
+        lines.append(f"  • Read files: {', '.join(caps.fs_read)}")
+    if caps.shell:
+        lines.append("  • ⚠️  Shell access (dangerous!)")
+    return lines or ["  (none)"]
+
+
+@plugin_group.command("add")
+@click.argument("source")
+@click.option("-b", "--branch", "ref", metavar="REF", help="Git branch, tag or commit (same as SOURCE#REF).")
+@click.option("-p", "--path", "subdir", metavar="SUBDIR", help="Plugin directory inside the source.")
+@click.option("--force", is_flag=True, help="Replace an installed plugin of the same id (keeps its data/).")
+def add_command(source: str, ref: str | None, subdir: str | None, force: bool) -> None:
+    """Install a plugin from a directory or a git URL."""
+    console = make_console()
+    header(console, "=== Installing Plugin ===")
+    parsed = parse_source(source, ref=ref, subdir=subdir)
+    if isinstance(parsed, LocalSource):
+        console.print(f"Source: {parsed.path} (local)")
+    else:
+        console.print(f"Repository: {parsed.url}")
+        console.print(f"Branch:     {parsed.ref or '(remote default)'}")
+        if parsed.subdir:
+            console.print(f"Path:       {parsed.subdir}")
+        console.print("Cloning repository...")
+    registry = open_registry()
+    with registry.stage(parsed) as staged:
+        info = staged.manifest.plugin
+        if staged.commit:
+            console.print(f"Commit:     {staged.commit}")
+        console.print(f"Found plugin: {info.name} v{info.version}")
+        console.print(f"Type: {info.type}")
+        if info.min_tark_version:
+            console.print(f"Requires tark: >= {info.min_tark_version}")
+        console.print("Capabilities:")
+        for line in _capability_bullets(staged.manifest):
+            console.print(line)
+        for message in staged.warnings:
+            warn(message)
+        console.print("Installing...")
+        outcome = registry.commit(staged, force=force)
+    console.print(f"✅ Successfully installed plugin: {outcome.plugin.name}")
+    console.print("The plugin will be loaded on next tark start.")
+
+
+@plugin_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+def list_command(as_json: bool) -> None:
+    """List installed plugins."""
+    registry = open_registry()
+    listing = registry.list()
+    for problem in listing.problems:
+        warn(f"{problem.directory} is not loaded: {problem.message}")
+    if as_json:
+        print_json([plugin_json(p, _record_or_none(registry, p), full=False) for p in listing.plugins])
+        return
+    console = make_console()
+    header(console, "=== Installed Plugins ===")
+    if listing.plugins:
+        table = Table(box=box.ROUNDED, highlight=False)
+        for column in ("ID", "Version", "Type", "Status", "Description"):
+            table.add_column(column, no_wrap=True)
+        for plugin in listing.plugins:
+            info = plugin.manifest.plugin
+            status = "✓ enabled" if plugin.enabled else "✗ disabled"
+            table.add_row(plugin.name, info.version, info.type, status, cut(info.description))
+        console.print(table)
+    else:
+        console.print("No plugins installed.")
+        console.print("Install a plugin with:")
+        console.print("  tark plugin add <git-url>")
+    console.print(f"Plugins directory: {registry.root}")
+
+
+def _record_or_none(registry: Registry, plugin: InstalledPlugin) -> InstallRecord | None:
+    try:
+        return registry.record(plugin)
+    except Exception as exc:  # noqa: BLE001 - a bad record must not hide the plugin from a listing
+        warn(str(exc))
+        return None
+
+
+@plugin_group.command("info")
+@click.argument("plugin_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info_command(plugin_id: str, as_json: bool) -> None:
+    """Show a plugin's manifest, capabilities, paths, source and hashes."""
+    registry = open_registry()
+    plugin = registry.get(plugin_id)
+    record = _record_or_none(registry, plugin)
+    for message in plugin.warnings:
+        warn(message)
+    current_wasm = sha256_file(plugin.wasm_path)
+    if as_json:
+        doc = plugin_json(plugin, record, full=True)
+        doc["wasm_sha256"] = current_wasm
+        doc["wasm_modified"] = bool(record and record.wasm_sha256 and record.wasm_sha256 != current_wasm)
+        print_json(doc)
+        return
+    _print_info(make_console(), plugin, record, current_wasm)
+
+
+def _print_info(console: Console, plugin: InstalledPlugin, record: InstallRecord | None, current_wasm: str) -> None:
+    info = plugin.manifest.plugin
+    caps = plugin.manifest.capabilities
+    header(console, f"=== Plugin: {plugin.name} ===")
+    console.print(f"Name:    {info.name}")
+    console.print(f"Version:  {info.version}")
+    console.print(f"Type:    {info.type}")
+    console.print(f"Status:  {status_word(plugin)}")
+    for label, value in (("Description: ", info.description), ("Author:  ", info.author),
+                         ("Homepage: ", info.homepage), ("License: ", info.license),
+                         ("Min tark version: ", info.min_tark_version or "")):
+        if value:
+            console.print(f"{label}{value}")
+    console.print("Capabilities:")
+    console.print(f"  Storage: {'✓' if caps.storage else '✗'}")
+    console.print(f"  HTTP:    {', '.join(caps.http) or '✗'}")
+    console.print(f"  Env:     {', '.join(caps.env) or '✗'}")
+    console.print(f"  FS read: {', '.join(caps.fs_read) or '✗'}")
+    console.print(f"  Shell:   {'⚠️ yes (dangerous!)' if caps.shell else '✗'}")
+    console.print("Paths:")
+    console.print(f"  Install: {plugin.directory}")
+    console.print(f"  WASM:    {plugin.wasm_path}")
+    console.print(f"  Data:    {plugin.data_dir}")
+    console.print("Source:")
+    if record is None:
+        console.print("  (no install metadata)")
+    else:
+        if record.is_git:
+            console.print(f"  Repository: {record.url}")
+            console.print(f"  Ref:        {record.branch or '(remote default)'}")
+            if record.path:
+                console.print(f"  Path:       {record.path}")
+            console.print(f"  Commit:     {record.commit or '(unknown)'}")
+        else:
+            console.print(f"  Path:       {record.url} (local)")
+        console.print(f"  Installed:  {record.installed_at}")
+        if record.updated_at:
+            console.print(f"  Updated:    {record.updated_at}")
+    console.print("Integrity:")
+    recorded = record.wasm_sha256 if record else None
+    note = "" if recorded in (None, current_wasm) else f"  ⚠️ changed since install (recorded {recorded})"
+    console.print(f"  WASM sha256:     {current_wasm}{note}")
+    if record and record.manifest_sha256:
+        console.print(f"  Manifest sha256: {record.manifest_sha256}")
+
+
+@plugin_group.command("enable")
+@click.argument("plugin_id")
+def enable_command(plugin_id: str) -> None:
+    """Enable a plugin."""
+    open_registry().enable(plugin_id)
+    make_console().print(f"✅ Enabled plugin: {plugin_id}")
+
+
+@plugin_group.command("disable")
+@click.argument("plugin_id")
+def disable_command(plugin_id: str) -> None:
+    """Disable a plugin (it stays installed)."""
+    open_registry().disable(plugin_id)
+    make_console().print(f"✅ Disabled plugin: {plugin_id}")
+
+
+@plugin_group.command("remove")
+@click.argument("plugin_id")
+def remove_command(plugin_id: str) -> None:
+    """Uninstall a plugin, its data/ directory included."""
+    registry = open_registry()
+    console = make_console()
+    header(console, "=== Uninstalling Plugin ===")
+    registry.remove(plugin_id)
+    console.print(f"✅ Successfully uninstalled plugin: {plugin_id}")
+
+
+def _describe(record: InstallRecord) -> str:
+    source = source_from_record(record) if record.is_git else None
+    if isinstance(source, GitSource):
+        return source.describe()
+    return record.url
+
+
+@plugin_group.command("update")
+@click.argument("plugin_id", required=False)
+@click.option("--all", "update_all", is_flag=True, help="Update every installed plugin.")
+def update_command(plugin_id: str | None, update_all: bool) -> None:
+    """Re-install a plugin from its recorded source (keeps data/, enabled state and installed_at)."""
+    if plugin_id and update_all:
+        raise click.UsageError("Give a plugin ID or --all, not both")
+    if not plugin_id and not update_all:
+        raise click.ClickException("Specify a plugin ID or use --all")
+    registry = open_registry()
+    console = make_console()
+    if plugin_id:
+        header(console, "=== Updating Plugin ===")
+        record = registry.record(registry.get(plugin_id))
+        if record is not None:
+            console.print(f"Updating {plugin_id} from {_describe(record)}")
+        registry.update(plugin_id)
+        console.print(f"✅ Updated plugin: {plugin_id}")
+        return
+
+    header(console, "=== Updating Plugins ===")
+
+    def report(result: UpdateResult) -> None:
+        if result.status == "updated":
+            console.print(f"✅ Updated {result.name}")
+        elif result.status == "skipped":
+            console.print(f"Skipped {result.name}: {result.message}")
+        else:
+            click.echo(f"Error: failed to update {result.name}: {result.message}", err=True)
+
+    summary = registry.update_all(on_result=report)
+    console.print(f"Done. updated={summary.count('updated')}, skipped={summary.count('skipped')}, "
+                  f"failed={summary.count('failed')}")
+    if summary.count("failed"):
+        raise click.exceptions.Exit(1)
