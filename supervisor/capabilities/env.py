@@ -1,0 +1,55 @@
+"""tark:env — environment variables the manifest names (exact or `PREFIX_*`), from the supervisor's environment.
+
+Codes (tark-core-abi.md §1.4): denied -2, unset 0 (nothing written), otherwise the value's length. A value
+longer than the guest's buffer (env_max_result_bytes) is refused with -1 instead of overrunning it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping
+
+import attrs
+
+from policy.capabilities import EnvAccess, check
+from policy.limits import Limits
+from policy.manifest import Capabilities
+from supervisor.capabilities.audit import AuditLog
+from supervisor.capabilities.outcome import DENIED, FAILED, Outcome
+
+
+@attrs.frozen
+class EnvConfig:
+    caps: Capabilities
+    max_result_bytes: int
+
+    @classmethod
+    def derive(cls, caps: Capabilities, limits: Limits) -> "EnvConfig":
+        return cls(caps=caps, max_result_bytes=limits.env_max_result_bytes)
+
+
+class EnvCapability:
+    def __init__(self, config: EnvConfig, environ: Mapping[str, str], audit: AuditLog,
+                 log: logging.Logger) -> None:
+        self.config = config
+        self._environ = environ
+        self._audit = audit
+        self._log = log
+
+    def get(self, name: str) -> Outcome:
+        decision = check(self.config.caps, EnvAccess(name))
+        if not decision.allowed:
+            self._audit.denied("env", name, decision.reason)
+            return Outcome(DENIED)
+        value = self._environ.get(name)
+        if value is None:
+            return Outcome(0)
+        try:
+            data = value.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes from os.environ (surrogateescape): tark's "non-Unicode" -> 0
+            return Outcome(0)
+        if len(data) > self.config.max_result_bytes:
+            self._log.warning("env %s: value of %d bytes exceeds the %d-byte result limit", name, len(data),
+                              self.config.max_result_bytes)
+            return Outcome(FAILED)
+        return Outcome.written(data)

@@ -1,0 +1,104 @@
+"""tark:log.* and WASI stdout/stderr — the plugin's lines in the supervisor's logging, tagged and rate-limited.
+
+Lines go to logger `tark.plugin.<name>` as `[plugin:<name>] <msg>`. Control characters are escaped so a plugin
+cannot forge other log lines. A token bucket bounds the rate; dropped lines are counted and reported in one
+"N messages dropped" line when logging resumes (or at close).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import attrs
+
+from policy.limits import Limits
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+STREAM_LEVELS = {"stdout": logging.INFO, "stderr": logging.WARNING}
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c != 9} | {0x7F: "\\x7f"}
+_CONTROL.update({10: "\\n", 13: "\\r"})
+
+
+@attrs.frozen
+class LogConfig:
+    plugin: str
+    lines_per_second: float
+    burst: int
+    max_line_chars: int
+
+    @classmethod
+    def derive(cls, plugin: str, limits: Limits) -> "LogConfig":
+        return cls(plugin=plugin, lines_per_second=limits.log_lines_per_second, burst=limits.log_burst,
+                   max_line_chars=limits.log_max_line_chars)
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._clock = clock
+        self._last = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+
+class LogCapability:
+    def __init__(self, config: LogConfig, logger: logging.Logger | None = None) -> None:
+        self.config = config
+        self.logger = logger or logging.getLogger(f"tark.plugin.{config.plugin}")
+        self._bucket = TokenBucket(config.lines_per_second, config.burst)
+        self._dropped = 0
+        self._partial: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def log(self, level: str, message: str) -> None:
+        self._emit(LEVELS.get(level, logging.INFO), message)
+
+    def output(self, stream: str, data: bytes) -> None:
+        """WASI output: complete lines are logged; a trailing partial line waits for its end (or close)."""
+        level = STREAM_LEVELS.get(stream, logging.INFO)
+        with self._lock:
+            text = self._partial.pop(stream, "") + data.decode("utf-8", errors="replace")
+            *lines, rest = text.split("\n")
+            if len(rest) > self.config.max_line_chars:
+                lines.append(rest)
+                rest = ""
+            if rest:
+                self._partial[stream] = rest
+        for line in lines:
+            self._emit(level, line.rstrip("\r"))
+
+    def close(self) -> None:
+        with self._lock:
+            partial, self._partial = self._partial, {}
+        for stream, rest in partial.items():
+            self._emit(STREAM_LEVELS.get(stream, logging.INFO), rest)
+        with self._lock:
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            self.logger.warning("[plugin:%s] %d messages dropped (rate limit)", self.config.plugin, dropped)
+
+    def _emit(self, level: int, message: str) -> None:
+        if not self.logger.isEnabledFor(level):
+            return
+        with self._lock:
+            if not self._bucket.take():
+                self._dropped += 1
+                return
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            self.logger.warning("[plugin:%s] %d messages dropped (rate limit)", self.config.plugin, dropped)
+        if len(message) > self.config.max_line_chars:
+            message = message[: self.config.max_line_chars] + f"… ({len(message)} characters)"
+        self.logger.log(level, "[plugin:%s] %s", self.config.plugin, message.translate(_CONTROL))

@@ -1,0 +1,260 @@
+"""tark:storage — a per-plugin key/value store in SQLite (WAL) at `<plugin dir>/data/storage.sqlite3`.
+
+Fixes tark's weaknesses 9-12: every operation is one transaction on a shared database (no lost updates
+between instances or processes), files are created 0600 in a 0700 directory before SQLite opens them, the
+`storage` capability is enforced, keys, values and the total are bounded, and an existing tark
+`data/storage.json` is imported once (a corrupt one is reported and kept, not silently dropped).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+import attrs
+
+from policy.capabilities import StorageAccess, check
+from policy.limits import Limits
+from policy.manifest import Capabilities
+from supervisor.capabilities.audit import AuditLog
+from supervisor.capabilities.outcome import FAILED, Outcome
+
+DB_FILE = "storage.sqlite3"
+TARK_JSON_FILE = "storage.json"
+_IMPORTED = "imported_storage_json"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+
+class StorageLimitError(Exception):
+    """A write the limits refuse; the message says which limit."""
+
+
+@attrs.frozen
+class StorageConfig:
+    allowed: bool
+    data_dir: Path
+    quota_bytes: int
+    max_key_bytes: int
+    max_value_bytes: int
+    max_result_bytes: int
+    busy_timeout_s: float
+
+    @classmethod
+    def derive(cls, caps: Capabilities, data_dir: Path, limits: Limits) -> "StorageConfig":
+        return cls(
+            allowed=check(caps, StorageAccess()).allowed,
+            data_dir=data_dir,
+            quota_bytes=limits.storage_quota_bytes,
+            max_key_bytes=limits.storage_max_key_bytes,
+            max_value_bytes=limits.storage_max_value_bytes,
+            max_result_bytes=limits.max_result_bytes,
+            busy_timeout_s=limits.storage_busy_timeout_s,
+        )
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / DB_FILE
+
+
+class KeyValueStore:
+    """The SQLite store itself (thread-safe; one connection guarded by a lock)."""
+
+    def __init__(self, db_path: Path, busy_timeout_s: float, log: logging.Logger) -> None:
+        _create_private(db_path)
+        self._conn = sqlite3.connect(db_path, timeout=busy_timeout_s, isolation_level=None,
+                                     check_same_thread=False)
+        self._lock = threading.Lock()
+        self._log = log
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set(self, key: str, value: str, quota_bytes: int) -> None:
+        with self._lock, self._write():
+            old = self._conn.execute(
+                "SELECT length(CAST(value AS BLOB)) FROM kv WHERE key = ?", (key,)).fetchone()
+            used = self._used_bytes()
+            after = used - (len(key.encode()) + old[0] if old else 0) + len(key.encode()) + len(value.encode())
+            if after > quota_bytes and after > used:
+                raise StorageLimitError(f"storage quota of {quota_bytes} bytes exceeded ({after} bytes needed)")
+            self._conn.execute("INSERT INTO kv (key, value) VALUES (?, ?) "
+                               "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+    def delete(self, key: str) -> None:
+        with self._lock, self._write():
+            self._conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+
+    def used_bytes(self) -> int:
+        with self._lock:
+            return self._used_bytes()
+
+    def import_tark_json(self, path: Path) -> None:
+        """Import tark's storage.json once. A corrupt file is logged and left in place, and not marked imported,
+        so a fixed file is imported next time."""
+        with self._lock, self._write():
+            if self._conn.execute("SELECT 1 FROM meta WHERE name = ?", (_IMPORTED,)).fetchone():
+                return
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                self._log.error("cannot read %s (%s); starting with empty storage, the file is kept", path, exc)
+                return
+            data = _parse_tark_storage(raw)
+            if data is None:
+                self._log.error("%s is not a JSON object of strings; starting with empty storage. The file is "
+                                "kept: fix or remove it and it will be imported on the next start", path)
+                return
+            # Keys already in the database are newer than the file: keep them.
+            self._conn.executemany("INSERT OR IGNORE INTO kv (key, value) VALUES (?, ?)", data.items())
+            stamp = datetime.datetime.now(datetime.timezone.utc).isoformat()
+            self._conn.execute("INSERT INTO meta (name, value) VALUES (?, ?)",
+                               (_IMPORTED, json.dumps({"from": str(path), "keys": len(data), "at": stamp})))
+            self._log.info("imported %d keys from %s", len(data), path)
+
+    def _used_bytes(self) -> int:
+        return self._conn.execute("SELECT coalesce(sum(length(CAST(key AS BLOB)) + length(CAST(value AS BLOB))),"
+                                  " 0) FROM kv").fetchone()[0]
+
+    def _write(self) -> "_Transaction":
+        return _Transaction(self._conn)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front so concurrent writers queue on the busy
+    timeout instead of failing on a read-to-write upgrade."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, _exc, _tb) -> None:
+        self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _parse_tark_storage(raw: bytes) -> dict[str, str] | None:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        return None
+    return data
+
+
+def _create_private(db_path: Path) -> None:
+    """Create the directory 0700 and the database file 0600 before SQLite touches them (no umask window).
+    SQLite gives its -wal and -shm files the database file's mode."""
+    db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(db_path.parent, 0o700)
+    fd = os.open(db_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+class StorageCapability:
+    """Host implementation of tark:storage for one plugin. The database is opened on first use."""
+
+    def __init__(self, config: StorageConfig, audit: AuditLog, log: logging.Logger) -> None:
+        self.config = config
+        self._audit = audit
+        self._log = log
+        self._store: KeyValueStore | None = None
+        self._open_lock = threading.Lock()
+
+    def get(self, key: str) -> Outcome:
+        store = self._open("get", key)
+        if store is None:
+            return Outcome(FAILED)
+        try:
+            value = store.get(key)
+        except sqlite3.Error as exc:
+            return self._db_failed("get", exc)
+        data = b"" if value is None else value.encode("utf-8")
+        if len(data) > self.config.max_result_bytes:
+            self._log.warning("storage.get %r: value of %d bytes exceeds the %d-byte result limit",
+                              key[:64], len(data), self.config.max_result_bytes)
+            return Outcome(FAILED)
+        return Outcome.written(data)
+
+    def set(self, key: str, value: str) -> Outcome:
+        store = self._open("set", key)
+        if store is None:
+            return Outcome(FAILED)
+        try:
+            self._check_sizes(key, value)
+            store.set(key, value, self.config.quota_bytes)
+        except StorageLimitError as exc:
+            self._log.warning("storage.set %r refused: %s", key[:64], exc)
+            return Outcome(FAILED)
+        except sqlite3.Error as exc:
+            return self._db_failed("set", exc)
+        return Outcome(0)
+
+    def delete(self, key: str) -> Outcome:
+        store = self._open("delete", key)
+        if store is None:
+            return Outcome(FAILED)
+        if len(key.encode()) <= self.config.max_key_bytes:  # a longer key cannot exist
+            try:
+                store.delete(key)
+            except sqlite3.Error as exc:
+                return self._db_failed("delete", exc)
+        return Outcome(0)
+
+    def _db_failed(self, op: str, exc: sqlite3.Error) -> Outcome:
+        self._log.error("storage.%s failed on %s: %s", op, self.config.db_path, exc)
+        return Outcome(FAILED)
+
+    def close(self) -> None:
+        with self._open_lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    def _check_sizes(self, key: str, value: str) -> None:
+        if len(key.encode()) > self.config.max_key_bytes:
+            raise StorageLimitError(f"key longer than {self.config.max_key_bytes} bytes")
+        if len(value.encode()) > self.config.max_value_bytes:
+            raise StorageLimitError(f"value longer than {self.config.max_value_bytes} bytes")
+
+    def _open(self, op: str, key: str) -> KeyValueStore | None:
+        if not self.config.allowed:
+            self._audit.denied("storage", f"{op} {key}", "the manifest does not declare storage = true")
+            return None
+        with self._open_lock:
+            if self._store is None:
+                store = None
+                try:
+                    store = KeyValueStore(self.config.db_path, self.config.busy_timeout_s, self._log)
+                    store.import_tark_json(self.config.data_dir / TARK_JSON_FILE)
+                except (OSError, sqlite3.Error) as exc:
+                    self._log.error("cannot open plugin storage %s: %s", self.config.db_path, exc)
+                    if store is not None:
+                        store.close()
+                    return None
+                self._store = store
+            return self._store

@@ -1,0 +1,117 @@
+"""PluginHost: the supervisor's implementation of the tark core ABI host imports for ONE plugin.
+
+The worker forwards each host call as a protocol message; `handle` checks it against the plugin's capabilities,
+executes it and answers with a HostReply (a negative ABI code, or the bytes to write at the guest's ret_ptr).
+Nothing a plugin sends makes `handle` raise: unexpected internal errors are logged and answered with -1.
+
+Each capability lives in supervisor/capabilities/<name>.py with the same three parts (Spin's factors): a
+config derived from manifest + limits, its per-plugin state, its host implementation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Callable, Mapping
+
+from policy.limits import Limits
+from supervisor import paths
+from supervisor.capabilities.audit import AuditLog
+from supervisor.capabilities.env import EnvCapability, EnvConfig
+from supervisor.capabilities.fs import FsCapability, FsConfig
+from supervisor.capabilities.http import HttpCapability, HttpConfig
+from supervisor.capabilities.log import LogCapability, LogConfig
+from supervisor.capabilities.outcome import FAILED, Outcome
+from supervisor.capabilities.storage import StorageCapability, StorageConfig
+from supervisor.capabilities.ws import WsCapability, WsConfig
+from supervisor.plugin import InstalledPlugin
+from worker import protocol
+
+AUDIT_FILE = "audit.log"
+_log = logging.getLogger("tark.supervisor.host")
+
+
+class PluginHost:
+    def __init__(
+        self,
+        plugin: InstalledPlugin,
+        limits: Limits = Limits(),
+        environ: Mapping[str, str] | None = None,
+        home: str | None = None,
+        audit_path: Path | None = None,
+    ) -> None:
+        self.plugin = plugin
+        self.limits = limits
+        caps = plugin.manifest.capabilities
+        plugin_log = logging.getLogger(f"tark.plugin.{plugin.name}")
+        self.audit = AuditLog(audit_path or paths.data_root() / AUDIT_FILE, plugin.name)
+        self.storage = StorageCapability(StorageConfig.derive(caps, plugin.data_dir, limits), self.audit, plugin_log)
+        self.http = HttpCapability(HttpConfig.derive(caps, limits), self.audit, plugin_log)
+        self.ws = WsCapability(WsConfig.derive(caps, limits), self.audit, plugin_log)
+        self.env = EnvCapability(EnvConfig.derive(caps, limits), os.environ if environ is None else environ,
+                                 self.audit, plugin_log)
+        self.fs = FsCapability(FsConfig.derive(caps, home if home is not None else os.path.expanduser("~"), limits),
+                               self.audit, plugin_log)
+        self.log = LogCapability(LogConfig.derive(plugin.name, limits), plugin_log)
+        self._closed = threading.Event()
+        self._handlers: dict[type, Callable[..., Outcome]] = {
+            protocol.StorageGet: lambda r: self.storage.get(r.key),
+            protocol.StorageSet: lambda r: self.storage.set(r.key, r.value),
+            protocol.StorageDelete: lambda r: self.storage.delete(r.key),
+            protocol.HttpGet: lambda r: self.http.get(r.url, r.headers),
+            protocol.HttpPost: lambda r: self.http.post(r.url, r.body, r.headers),
+            protocol.WsConnect: lambda r: self.ws.connect(r.url, r.headers),
+            protocol.WsSend: lambda r: self.ws.send(r.handle, r.data),
+            protocol.WsRecv: lambda r: self.ws.recv(r.handle, r.timeout_ms, r.max_bytes),
+            protocol.WsClose: lambda r: self.ws.close(r.handle),
+            protocol.EnvGet: lambda r: self.env.get(r.name),
+            protocol.FsRead: lambda r: self.fs.read(r.path),
+        }
+
+    @property
+    def name(self) -> str:
+        return self.plugin.name
+
+    def handle(self, request: protocol.HostRequest) -> protocol.HostReply:
+        call_id = getattr(request, "host_call_id", 0)
+        handler = self._handlers.get(type(request))
+        if handler is None:
+            _log.error("plugin %s: %s is not a host request", self.name, type(request).__name__)
+            return protocol.HostReply(host_call_id=call_id, code=FAILED)
+        if self._closed.is_set():
+            _log.warning("plugin %s: host call %s after close", self.name, type(request).__name__)
+            return protocol.HostReply(host_call_id=call_id, code=FAILED)
+        try:
+            outcome = handler(request)
+        except Exception:  # noqa: BLE001 - a host bug must not take the supervisor down; the guest gets -1
+            _log.exception("plugin %s: internal error handling %s", self.name, type(request).__name__)
+            outcome = Outcome(FAILED)
+        return protocol.HostReply(host_call_id=call_id, code=outcome.code, data=outcome.data)
+
+    def on_log(self, message: protocol.Log | protocol.GuestOutput) -> None:
+        try:
+            if isinstance(message, protocol.Log):
+                self.log.log(message.level, message.message)
+            elif isinstance(message, protocol.GuestOutput):
+                self.log.output(message.stream, message.data)
+        except Exception:  # noqa: BLE001 - logging must never fail a plugin call
+            _log.exception("plugin %s: cannot log a message", self.name)
+
+    def close(self) -> None:
+        """Close the database, http client and websockets. Idempotent."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        for part in (self.ws.close_all, self.http.close, self.storage.close, self.log.close):
+            try:
+                part()
+            except Exception:  # noqa: BLE001 - close the rest anyway
+                _log.exception("plugin %s: error while closing", self.name)
+
+    def __enter__(self) -> "PluginHost":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
