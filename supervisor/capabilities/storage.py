@@ -8,13 +8,16 @@ between instances or processes), files are created 0600 in a 0700 directory befo
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import json
 import logging
 import os
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Iterator
 
 import attrs
 
@@ -69,14 +72,19 @@ class KeyValueStore:
     """The SQLite store itself (thread-safe; one connection guarded by a lock)."""
 
     def __init__(self, db_path: Path, busy_timeout_s: float, log: logging.Logger) -> None:
-        _create_private(db_path)
-        self._conn = sqlite3.connect(db_path, timeout=busy_timeout_s, isolation_level=None,
-                                     check_same_thread=False)
         self._lock = threading.Lock()
         self._log = log
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
+        with _setup_lock(db_path.parent):
+            _create_private(db_path)
+            self._conn = sqlite3.connect(db_path, timeout=busy_timeout_s, isolation_level=None,
+                                         check_same_thread=False)
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.executescript(_SCHEMA)
+            except sqlite3.Error:
+                self._conn.close()
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -161,6 +169,21 @@ def _parse_tark_storage(raw: bytes) -> dict[str, str] | None:
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         return None
     return data
+
+
+@contextlib.contextmanager
+def _setup_lock(directory: Path) -> Iterator[None]:
+    """Serialise database set-up between threads and processes. Switching to WAL needs an exclusive lock that
+    SQLite does not wait for, so concurrent first opens would fail with "database is locked". The lock is a
+    flock on the directory: closing an extra descriptor of the database file would drop SQLite's own
+    (POSIX) locks."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _create_private(db_path: Path) -> None:
