@@ -1,0 +1,522 @@
+"""Worker processes (one per plugin) and the supervisor's side of an export call.
+
+A call is driven by the calling thread, one call at a time per worker: send Invoke, then poll the worker's socket
+and its process sentinel together, answer each host request inline through the plugin's HostHandler, and finish on
+InvokeResult. The worker is untrusted: a message that fails decoding, a result for another call or a result that
+breaks the rules the supervisor set (buffer capacity) gets the worker killed. A dead worker fails its call at once
+(sentinel) and is replaced on the next call.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Protocol
+
+import attrs
+import multiprocess
+import zmq
+
+from supervisor.modules import ModuleCache, ModuleCompileError
+from supervisor.plugin import InstalledPlugin
+from worker import protocol
+from worker.main import run
+
+WORKER_PRELOAD = ["worker.main", "worker.engine", "worker.abi", "worker.channel", "worker.protocol", "wasmtime", "zmq"]
+STOP_GRACE_S = 1.0
+DEFAULT_CALL_TIMEOUT_S = 120.0
+
+_SPEC_DEFAULTS = dict(
+    zip(protocol.WorkerSpec.__struct_fields__[-len(protocol.WorkerSpec.__struct_defaults__):],
+        protocol.WorkerSpec.__struct_defaults__)
+)
+
+# Error kinds the pool adds to the worker's protocol.CALL_ERROR_KINDS.
+WORKER_DIED = "worker_died"
+TIMEOUT = "timeout"
+INVALID_MESSAGE = "invalid_message"
+START_FAILED = "start_failed"
+
+
+class HostHandler(Protocol):
+    def handle(self, request: protocol.HostRequest) -> protocol.HostReply: ...
+
+    def on_log(self, message: protocol.Log | protocol.GuestOutput) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class PluginCallError(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@attrs.frozen
+class CallOutcome:
+    ret: int | None
+    output: bytes | None
+    error_kind: str | None
+    error_message: str | None
+    worker_pid: int | None
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind is None
+
+    def raise_for_error(self) -> CallOutcome:
+        if self.error_kind is not None:
+            raise PluginCallError(self.error_kind, self.error_message or self.error_kind)
+        return self
+
+
+@attrs.frozen
+class WorkerLimits:
+    """Per-plugin limits a worker enforces inside itself (defaults as in protocol.WorkerSpec)."""
+
+    memory_limit_bytes: int = attrs.field(factory=lambda: _SPEC_DEFAULTS["memory_limit_bytes"])
+    call_cpu_ms: int = attrs.field(factory=lambda: _SPEC_DEFAULTS["call_cpu_ms"])
+    epoch_tick_ms: int = attrs.field(factory=lambda: _SPEC_DEFAULTS["epoch_tick_ms"])
+    fuel_per_call: int | None = None
+    log_lines_per_second: int = attrs.field(factory=lambda: _SPEC_DEFAULTS["log_lines_per_second"])
+
+@attrs.frozen
+class WorkerStatus:
+    name: str
+    pid: int | None
+    state: str  # "running" | "stopped" | "crashed"
+    calls: int
+    restarts: int
+    last_error: str | None
+
+
+class _Fail(Exception):
+    """Ends a call with an error outcome; `kill` = the worker can no longer be trusted or used."""
+
+    def __init__(self, kind: str, message: str, *, kill: bool) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.kill = kill
+
+
+@attrs.define
+class _Worker:
+    """One running worker process and the socket the supervisor bound for it."""
+
+    process: multiprocess.Process
+    socket: zmq.Socket
+    endpoint_path: Path
+    host: HostHandler
+    plugin: InstalledPlugin
+    pid: int = 0
+    peer: bytes | None = None
+
+    def send(self, message: protocol.ToWorker) -> None:
+        assert self.peer is not None
+        self.socket.send_multipart([self.peer, protocol.encode(message)], copy=False)
+
+
+@attrs.define
+class _Slot:
+    """Everything the pool keeps about one plugin across worker restarts."""
+
+    name: str
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+    worker: _Worker | None = None
+    calls: int = 0
+    restarts: int = 0
+    crashed: bool = False  # the last worker ended abnormally; the next start counts as a restart
+    last_error: str | None = None
+    last_used: float = attrs.field(factory=time.monotonic)
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        runtime_dir: Path,
+        module_cache: ModuleCache,
+        host_factory: Callable[[InstalledPlugin], HostHandler],
+        *,
+        idle_timeout_s: float = 300,
+        start_timeout_s: float = 10,
+        call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+        limits: Callable[[InstalledPlugin], WorkerLimits] | None = None,
+    ) -> None:
+        self._runtime_dir = Path(runtime_dir)
+        self._modules = module_cache
+        self._host_factory = host_factory
+        self._idle_timeout_s = idle_timeout_s
+        self._start_timeout_s = start_timeout_s
+        self._call_timeout_s = call_timeout_s
+        self._limits = limits or (lambda plugin: WorkerLimits())
+        self._context = zmq.Context()
+        self._mp = _process_context()
+        self._slots: dict[str, _Slot] = {}
+        self._slots_lock = threading.Lock()
+        self._call_ids = 0
+        self._closed = threading.Event()
+        self._reaper = threading.Thread(target=self._reap_idle, name="worker-idle-reaper", daemon=True)
+        self._reaper.start()
+
+    # ------------------------------------------------------------------ public API
+
+    def call(
+        self,
+        plugin: InstalledPlugin,
+        export: str,
+        args: list[bytes],
+        result_capacity: int | None,
+        *,
+        instance: str = "fresh",
+        timeout_s: float | None = None,
+    ) -> CallOutcome:
+        if self._closed.is_set():
+            raise RuntimeError("the worker pool is closed")
+        started = time.monotonic()
+        slot = self._slot(plugin.name)
+        with slot.lock:
+            slot.last_used = time.monotonic()
+            slot.calls += 1
+            worker: _Worker | None = None
+            try:
+                worker = self._ensure_worker(slot, plugin)
+                invoke = protocol.Invoke(
+                    call_id=self._next_call_id(),
+                    export=export,
+                    args=list(args),
+                    result_capacity=result_capacity,
+                    instance=instance,
+                )
+                result = self._drive(worker, invoke, timeout_s or self._call_timeout_s)
+            except _Fail as failure:
+                if failure.kill and slot.worker is not None:
+                    self._discard(slot, crashed=True)
+                slot.last_error = failure.message
+                return CallOutcome(None, None, failure.kind, failure.message, worker and worker.pid, _since(started))
+            finally:
+                slot.last_used = time.monotonic()
+            if result.error is not None:
+                slot.last_error = result.error.message
+                return CallOutcome(
+                    result.ret, result.output, result.error.kind, result.error.message, worker.pid, _since(started)
+                )
+            return CallOutcome(result.ret, result.output, None, None, worker.pid, _since(started))
+
+    def end_instance(self, name: str, instance: str) -> None:
+        slot = self._slot(name)
+        with slot.lock:
+            if slot.worker is not None and slot.worker.process.is_alive():
+                slot.worker.send(protocol.EndInstance(instance=instance))
+
+    def stop(self, name: str) -> None:
+        with self._slots_lock:
+            slot = self._slots.get(name)
+        if slot is not None:
+            with slot.lock:
+                self._stop_worker(slot)
+
+    def status(self) -> list[WorkerStatus]:
+        with self._slots_lock:
+            slots = list(self._slots.values())
+        statuses = []
+        for slot in slots:
+            worker = slot.worker
+            alive = worker is not None and worker.process.is_alive()
+            state = "running" if alive else ("crashed" if slot.crashed or worker is not None else "stopped")
+            statuses.append(
+                WorkerStatus(slot.name, worker.pid if alive else None, state, slot.calls, slot.restarts, slot.last_error)
+            )
+        return statuses
+
+    def close(self) -> None:
+        self._closed.set()
+        self._reaper.join()
+        with self._slots_lock:
+            slots = list(self._slots.values())
+        for slot in slots:
+            with slot.lock:
+                self._stop_worker(slot)
+        self._context.term()
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ one call
+
+    def _drive(self, worker: _Worker, invoke: protocol.Invoke, timeout_s: float) -> protocol.InvokeResult:
+        deadline = time.monotonic() + timeout_s
+        poller = zmq.Poller()
+        poller.register(worker.socket, zmq.POLLIN)
+        poller.register(worker.process.sentinel, zmq.POLLIN)
+        self._send(worker, invoke, invoke)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Fail(
+                    TIMEOUT,
+                    f"plugin '{worker.plugin.name}' did not finish '{invoke.export}' within {timeout_s:g} s;"
+                    " its worker was stopped",
+                    kill=True,
+                )
+            events = dict(poller.poll(remaining * 1000))
+            if worker.socket in events:
+                message = self._receive(worker)
+                if message is None:
+                    continue
+                if isinstance(message, protocol.InvokeResult):
+                    self._check_result(worker, invoke, message)
+                    return message
+                self._serve(worker, invoke, message)
+            elif worker.process.sentinel in events:
+                raise _Fail(WORKER_DIED, self._death_message(worker, f"during '{invoke.export}'"), kill=True)
+
+    def _receive(self, worker: _Worker) -> protocol.FromWorker | None:
+        frames = worker.socket.recv_multipart(copy=True)
+        if len(frames) != 2 or frames[0] != worker.peer:
+            return None  # not our worker's connection: ignore
+        try:
+            return protocol.decode_from_worker(frames[1])
+        except protocol.ProtocolError as exc:
+            raise _Fail(INVALID_MESSAGE, f"worker for plugin '{worker.plugin.name}' sent an invalid message: {exc}", kill=True)
+
+    def _serve(self, worker: _Worker, invoke: protocol.Invoke, message: protocol.FromWorker) -> None:
+        if isinstance(message, (protocol.Log, protocol.GuestOutput)):
+            try:
+                worker.host.on_log(message)
+            except Exception:
+                pass
+            return
+        if isinstance(message, (protocol.Ready, protocol.StartFailed)):
+            self._invalid(worker, f"unexpected {type(message).__name__} during '{invoke.export}'")
+        try:
+            reply = worker.host.handle(message)
+        except Exception:  # HostHandler.handle must not raise; if it does, the guest sees a failure code
+            reply = protocol.HostReply(host_call_id=message.host_call_id, code=-1)
+        if reply.host_call_id != message.host_call_id:
+            reply = protocol.HostReply(host_call_id=message.host_call_id, code=reply.code, data=reply.data)
+        self._send(worker, invoke, reply)
+
+    def _send(self, worker: _Worker, invoke: protocol.Invoke, message: protocol.ToWorker) -> None:
+        try:
+            worker.send(message)
+        except zmq.ZMQError:  # ROUTER_MANDATORY: the worker's connection is gone
+            raise _Fail(WORKER_DIED, self._death_message(worker, f"during '{invoke.export}'"), kill=True) from None
+
+    def _check_result(self, worker: _Worker, invoke: protocol.Invoke, result: protocol.InvokeResult) -> None:
+        if result.call_id != invoke.call_id:
+            self._invalid(worker, f"result for call {result.call_id} while call {invoke.call_id} was running")
+        if result.error is not None:
+            if result.error.kind not in protocol.CALL_ERROR_KINDS:
+                self._invalid(worker, f"unknown error kind {result.error.kind!r}")
+            return
+        if result.ret is None:
+            self._invalid(worker, "result without a return value or an error")
+        if result.output is not None:
+            capacity = invoke.result_capacity
+            if capacity is None:
+                self._invalid(worker, f"output for '{invoke.export}', which returns a bare status")
+            if len(result.output) > capacity:
+                self._invalid(worker, f"output of {len(result.output)} bytes exceeds the {capacity}-byte buffer")
+            if result.ret >= 0 and len(result.output) != result.ret:
+                self._invalid(worker, f"output of {len(result.output)} bytes for a return value of {result.ret}")
+        elif invoke.result_capacity is not None and result.ret >= 0:
+            self._invalid(worker, f"no output for a return value of {result.ret}")
+
+    @staticmethod
+    def _invalid(worker: _Worker, what: str) -> None:
+        raise _Fail(INVALID_MESSAGE, f"worker for plugin '{worker.plugin.name}' sent an invalid message: {what}", kill=True)
+
+    # ------------------------------------------------------------------ worker lifecycle
+
+    def _slot(self, name: str) -> _Slot:
+        with self._slots_lock:
+            slot = self._slots.get(name)
+            if slot is None:
+                slot = self._slots[name] = _Slot(name)
+            return slot
+
+    def _next_call_id(self) -> int:
+        with self._slots_lock:
+            self._call_ids += 1
+            return self._call_ids
+
+    def _ensure_worker(self, slot: _Slot, plugin: InstalledPlugin) -> _Worker:
+        worker = slot.worker
+        if worker is not None and not worker.process.is_alive():
+            self._discard(slot, crashed=True)
+            worker = None
+        elif worker is not None and worker.plugin != plugin:  # reinstalled or updated: start over
+            self._stop_worker(slot)
+            worker = None
+        if worker is None:
+            if slot.crashed:
+                slot.restarts += 1
+            worker = self._start(plugin)
+            slot.worker = worker
+            slot.crashed = False
+        return worker
+
+    def _start(self, plugin: InstalledPlugin) -> _Worker:
+        try:
+            artifact = self._modules.artifact_for(plugin.wasm_path, plugin.name)
+        except ModuleCompileError as exc:
+            raise _Fail(START_FAILED, str(exc), kill=False) from None
+        endpoint_path = self._runtime_dir / f"w-{plugin.name}-{secrets.token_hex(6)}.sock"
+        socket = self._context.socket(zmq.ROUTER)
+        socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        try:
+            socket.bind(f"ipc://{endpoint_path}")
+            os.chmod(endpoint_path, 0o600)
+            spec = protocol.WorkerSpec(
+                plugin=plugin.name,
+                endpoint=f"ipc://{endpoint_path}",
+                module_path=str(artifact),
+                engine=self._modules.settings,
+                **attrs.asdict(self._limits(plugin)),
+            )
+            process = self._mp.Process(target=run, args=(protocol.encode(spec),), name=f"tark-worker-{plugin.name}")
+            process.daemon = True
+            process.start()
+        except Exception as exc:
+            socket.close(linger=0)
+            endpoint_path.unlink(missing_ok=True)
+            raise _Fail(START_FAILED, f"could not start a worker for plugin '{plugin.name}': {exc}", kill=False) from None
+        worker = _Worker(process, socket, endpoint_path, _NoHost(), plugin)
+        try:
+            self._await_ready(worker)
+            worker.host = self._host_factory(plugin)
+        except _Fail:
+            self._terminate(worker)
+            raise
+        except Exception as exc:
+            self._terminate(worker)
+            raise _Fail(START_FAILED, f"could not set up the host for plugin '{plugin.name}': {exc}", kill=False) from None
+        return worker
+
+    def _await_ready(self, worker: _Worker) -> None:
+        name = worker.plugin.name
+        deadline = time.monotonic() + self._start_timeout_s
+        poller = zmq.Poller()
+        poller.register(worker.socket, zmq.POLLIN)
+        poller.register(worker.process.sentinel, zmq.POLLIN)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Fail(START_FAILED, f"worker for plugin '{name}' did not start within {self._start_timeout_s:g} s", kill=False)
+            events = dict(poller.poll(remaining * 1000))
+            if worker.socket in events:
+                frames = worker.socket.recv_multipart()
+                if len(frames) != 2:
+                    continue
+                try:
+                    message = protocol.decode_from_worker(frames[1])
+                except protocol.ProtocolError:
+                    continue  # a stranger on our endpoint: ignore it
+                if isinstance(message, protocol.StartFailed):
+                    raise _Fail(START_FAILED, message.message, kill=False)
+                if isinstance(message, protocol.Ready) and message.pid == worker.process.pid:
+                    worker.peer, worker.pid = frames[0], message.pid
+                    return
+            elif worker.process.sentinel in events:
+                raise _Fail(START_FAILED, self._death_message(worker, "while starting"), kill=False)
+
+    def _stop_worker(self, slot: _Slot) -> None:
+        """Graceful stop: Shutdown, then a kill if the worker does not exit within STOP_GRACE_S."""
+        worker, slot.worker = slot.worker, None
+        if worker is None:
+            return
+        if worker.process.is_alive() and worker.peer is not None:
+            try:
+                worker.send(protocol.Shutdown())
+            except zmq.ZMQError:
+                pass
+            worker.process.join(STOP_GRACE_S)
+        self._terminate(worker)
+
+    def _discard(self, slot: _Slot, *, crashed: bool) -> None:
+        worker, slot.worker = slot.worker, None
+        slot.crashed = slot.crashed or crashed
+        if worker is not None:
+            self._terminate(worker)
+
+    @staticmethod
+    def _terminate(worker: _Worker) -> None:
+        if worker.process.is_alive():
+            worker.process.kill()
+        worker.process.join()
+        worker.process.close()
+        worker.socket.close(linger=0)
+        worker.endpoint_path.unlink(missing_ok=True)
+        try:
+            worker.host.close()
+        except Exception:
+            pass
+
+    @staticmethod
+    def _death_message(worker: _Worker, when: str) -> str:
+        worker.process.join(0.5)
+        code = worker.process.exitcode
+        if code is None:
+            how = "it stopped responding"
+        elif code < 0:
+            try:
+                how = f"killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+        else:
+            how = f"exit code {code}"
+        return f"worker for plugin '{worker.plugin.name}' died {when} ({how})"
+
+    def _reap_idle(self) -> None:
+        interval = max(0.05, min(self._idle_timeout_s / 4, 5.0))
+        while not self._closed.wait(interval):
+            with self._slots_lock:
+                slots = list(self._slots.values())
+            now = time.monotonic()
+            for slot in slots:
+                if slot.worker is None or now - slot.last_used < self._idle_timeout_s:
+                    continue
+                if not slot.lock.acquire(blocking=False):
+                    continue  # a call is running
+                try:
+                    if slot.worker is not None and time.monotonic() - slot.last_used >= self._idle_timeout_s:
+                        self._stop_worker(slot)
+                finally:
+                    slot.lock.release()
+
+
+class _NoHost:
+    """Placeholder while a worker starts (no host request can arrive before Ready)."""
+
+    def handle(self, request: protocol.HostRequest) -> protocol.HostReply:
+        return protocol.HostReply(host_call_id=request.host_call_id, code=-1)
+
+    def on_log(self, message: protocol.Log | protocol.GuestOutput) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _process_context() -> multiprocess.context.BaseContext:
+    try:
+        context = multiprocess.get_context("forkserver")
+    except ValueError:
+        return multiprocess.get_context("spawn")
+    context.set_forkserver_preload(WORKER_PRELOAD)
+    return context
+
+
+def _since(started: float) -> float:
+    return time.monotonic() - started

@@ -1,0 +1,90 @@
+"""Build tiny tark-ABI guests from WAT for tests.
+
+`guest_wat(body)` wraps `body` (exports, data segments) in a module that imports all 15 `tark:*` functions
+under $names like `$storage_get`, and provides `memory` (2 pages), a bump `alloc` that counts calls in
+$allocs, a `dealloc` that counts calls in $deallocs and a `$counter` global. `make_guest(dir, body, ...)`
+writes plugin.toml + plugin.wasm and returns the loaded InstalledPlugin.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import wasmtime
+
+from supervisor.plugin import InstalledPlugin, load_plugin_dir
+
+TARK_IMPORTS = """
+  (import "tark:storage" "get" (func $storage_get (param i32 i32 i32) (result i32)))
+  (import "tark:storage" "set" (func $storage_set (param i32 i32 i32 i32) (result i32)))
+  (import "tark:storage" "delete" (func $storage_delete (param i32 i32) (result i32)))
+  (import "tark:http" "get" (func $http_get (param i32 i32 i32 i32 i32) (result i32)))
+  (import "tark:http" "post" (func $http_post (param i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "tark:ws" "connect" (func $ws_connect (param i32 i32 i32 i32 i32) (result i32)))
+  (import "tark:ws" "send" (func $ws_send (param i64 i32 i32 i32) (result i32)))
+  (import "tark:ws" "recv" (func $ws_recv (param i64 i64 i64 i32) (result i32)))
+  (import "tark:ws" "close" (func $ws_close (param i64 i32) (result i32)))
+  (import "tark:env" "get" (func $env_get (param i32 i32 i32) (result i32)))
+  (import "tark:log" "debug" (func $log_debug (param i32 i32)))
+  (import "tark:log" "info" (func $log_info (param i32 i32)))
+  (import "tark:log" "warn" (func $log_warn (param i32 i32)))
+  (import "tark:log" "error" (func $log_error (param i32 i32)))
+  (import "tark:fs" "read" (func $fs_read (param i32 i32 i32) (result i32)))
+"""
+
+RUNTIME = """
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 8192))
+  (global $counter (mut i32) (i32.const 0))
+  (global $allocs (mut i32) (i32.const 0))
+  (global $deallocs (mut i32) (i32.const 0))
+  ;; bump allocator, 8-byte aligned; never reuses memory
+  (func $alloc (export "alloc") (param $n i32) (result i32)
+    (local $p i32)
+    (global.set $allocs (i32.add (global.get $allocs) (i32.const 1)))
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.and (i32.add (i32.add (local.get $p) (local.get $n)) (i32.const 7)) (i32.const -8)))
+    (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
+      (then (drop (memory.grow (i32.add (i32.shr_u (i32.sub (global.get $heap)
+                                (i32.mul (memory.size) (i32.const 65536))) (i32.const 16)) (i32.const 1))))))
+    (local.get $p))
+  (func (export "dealloc") (param i32 i32)
+    (global.set $deallocs (i32.add (global.get $deallocs) (i32.const 1))))
+  (func (export "counters") (param $ret i32) (result i32)
+    ;; writes allocs and deallocs as two little-endian i32s
+    (i32.store (local.get $ret) (global.get $allocs))
+    (i32.store (i32.add (local.get $ret) (i32.const 4)) (global.get $deallocs))
+    (i32.const 8))
+"""
+
+
+def guest_wat(body: str, *, imports: bool = True, runtime: bool = True) -> str:
+    return "(module\n" + (TARK_IMPORTS if imports else "") + (RUNTIME if runtime else "") + body + "\n)"
+
+
+def wasm_of(wat: str) -> bytes:
+    return bytes(wasmtime.wat2wasm(wat))
+
+
+def make_guest(
+    directory: Path,
+    body: str = "",
+    *,
+    name: str = "probe",
+    type: str = "provider",
+    capabilities: str = "",
+    wat: str | None = None,
+    wasm: bytes | None = None,
+) -> InstalledPlugin:
+    """A plugin directory whose wasm is `guest_wat(body)` (or the given full `wat`, or raw `wasm` bytes)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest = f'[plugin]\nname = "{name}"\nversion = "0.1.0"\ntype = "{type}"\n'
+    if capabilities:
+        manifest += "[capabilities]\n" + capabilities + "\n"
+    (directory / "plugin.toml").write_text(manifest)
+    (directory / "plugin.wasm").write_bytes(wasm if wasm is not None else wasm_of(wat or guest_wat(body)))
+    return load_plugin_dir(directory)
+
+
+def i32_pair(data: bytes) -> tuple[int, int]:
+    return int.from_bytes(data[:4], "little", signed=True), int.from_bytes(data[4:8], "little", signed=True)

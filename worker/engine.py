@@ -1,0 +1,391 @@
+"""The guest side of a worker: one wasmtime Engine, the supervisor-compiled Module, one Linker, and the
+instances export calls run in (tark core ABI §2 calling convention, with tark's weaknesses 3-7 fixed).
+
+Limits: an epoch ticker thread (owned here) advances the engine epoch while guest code runs, and every store gets
+a fresh epoch deadline (and fuel, if enabled) per call; `StoreLimits` caps linear memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from typing import Callable, Iterator
+from contextlib import contextmanager
+
+import attrs
+import wasmtime
+
+from worker import abi, protocol
+from worker.channel import SupervisorLink, SupervisorLost
+
+FRESH = "fresh"
+MAX_NAMED_INSTANCES = 16
+MAX_OUTPUT_BYTES_PER_CALL = 256 * 1024
+OUTPUT_CHUNK_BYTES = 16 * 1024
+DEFAULT_FUEL = 2**62
+
+
+class CallFailed(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class EpochTicker:
+    """Advances the engine epoch every `tick_s` while guest code runs; sleeps (no wake-ups) otherwise."""
+
+    def __init__(self, engine: wasmtime.Engine, tick_s: float) -> None:
+        self._engine = engine
+        self._tick_s = tick_s
+        self._running = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="epoch-ticker", daemon=True)
+        self._thread.start()
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        self._running.set()
+        try:
+            yield
+        finally:
+            self._running.clear()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        was_running = self._running.is_set()
+        self._running.clear()
+        try:
+            yield
+        finally:
+            if was_running:
+                self._running.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._running.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._running.wait()
+            if self._stop.wait(self._tick_s):
+                return
+            if self._running.is_set():
+                self._engine.increment_epoch()
+
+
+class RateLimiter:
+    """Token bucket for one-way messages (logs and guest output)."""
+
+    def __init__(self, per_second: int) -> None:
+        self._rate = float(max(per_second, 1))
+        self._tokens = self._rate
+        self._last = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._rate, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+@attrs.define
+class _Instance:
+    store: wasmtime.Store
+    instance: wasmtime.Instance
+    exports: dict[str, object]
+
+
+@attrs.define
+class _Allocation:
+    ptr: int
+    size: int
+
+
+class GuestRuntime:
+    """Runs Invoke requests for one plugin; also the `HostBridge` its tark:* imports talk through."""
+
+    def __init__(self, spec: protocol.WorkerSpec, link: SupervisorLink) -> None:
+        self._spec = spec
+        self._link = link
+        self._engine = wasmtime.Engine(protocol.build_engine_config(spec.engine))
+        self._module = wasmtime.Module.deserialize_file(self._engine, spec.module_path)
+        linker = wasmtime.Linker(self._engine)
+        linker.define_wasi()
+        abi.define_tark_imports(linker, self)
+        try:
+            self._pre = linker.instantiate_pre(self._module)
+        except wasmtime.WasmtimeError as exc:
+            raise CallFailed("instantiate", f"Failed to instantiate plugin: {spec.plugin}: {_reason(exc)}") from None
+        self._named: dict[str, _Instance] = {}
+        self._host_call_ids = 0
+        self._limiter = RateLimiter(spec.log_lines_per_second)
+        self._output_budget = MAX_OUTPUT_BYTES_PER_CALL
+        self._current_store: wasmtime.Store | None = None
+        self.supervisor_lost = False
+        self._deadline_ticks = max(1, math.ceil(spec.call_cpu_ms / max(spec.epoch_tick_ms, 1)))
+        self._ticker = EpochTicker(self._engine, spec.epoch_tick_ms / 1000) if spec.engine.epoch_interruption else None
+
+    def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.stop()
+        for name in list(self._named):
+            self.end_instance(name)
+
+    # ------------------------------------------------------------------ calls
+
+    def invoke(self, call: protocol.Invoke) -> protocol.InvokeResult:
+        self._output_budget = MAX_OUTPUT_BYTES_PER_CALL
+        long_lived = call.instance != FRESH
+        target: _Instance | None = None
+        try:
+            with self._guest_running():
+                target = self._named.get(call.instance) if long_lived else None
+                if target is None:
+                    if long_lived and len(self._named) >= MAX_NAMED_INSTANCES:
+                        raise CallFailed("instantiate", f"too many live instances (at most {MAX_NAMED_INSTANCES})")
+                    target = self._instantiate()
+                    if long_lived:
+                        self._named[call.instance] = target
+                self._arm(target.store)
+                ret, output = self._call(target, call, free_after=long_lived)
+            return protocol.InvokeResult(call_id=call.call_id, ret=ret, output=output)
+        except CallFailed as failure:
+            return self._failed(call, failure.kind, failure.message, target)
+        except wasmtime.ExitTrap as exc:
+            return self._failed(call, "trap", f"guest called proc_exit({exc.code})", target)
+        except wasmtime.Trap as exc:
+            kind = "cpu_limit" if exc.trap_code in (wasmtime.TrapCode.INTERRUPT, wasmtime.TrapCode.OUT_OF_FUEL) else "trap"
+            if kind == "cpu_limit" and self.supervisor_lost:
+                kind = "trap"
+            message = _cpu_message(exc, self._spec) if kind == "cpu_limit" else f"guest trapped: {_reason(exc)}"
+            return self._failed(call, kind, message, target)
+        except wasmtime.WasmtimeError as exc:
+            return self._failed(call, "trap", f"guest trapped: {_reason(exc)}", target)
+        except Exception as exc:  # a worker bug must fail this call, not the worker
+            return self._failed(call, "trap", f"internal worker error: {type(exc).__name__}: {exc}", target)
+        finally:
+            self._current_store = None
+            if target is not None and not long_lived:
+                target.store.close()
+
+    def end_instance(self, name: str) -> None:
+        instance = self._named.pop(name, None)
+        if instance is not None:
+            instance.store.close()
+
+    def _failed(self, call: protocol.Invoke, kind: str, message: str, target: _Instance | None) -> protocol.InvokeResult:
+        if call.instance != FRESH and self._named.get(call.instance) is target:
+            self.end_instance(call.instance)  # a trapped instance is never reused (weakness 7)
+        return protocol.InvokeResult(call_id=call.call_id, error=protocol.CallError(kind=kind, message=message[:4096]))
+
+    @contextmanager
+    def _guest_running(self) -> Iterator[None]:
+        if self._ticker is None:
+            yield
+        else:
+            with self._ticker.running():
+                yield
+
+    def _instantiate(self) -> _Instance:
+        store = wasmtime.Store(self._engine)
+        self._current_store = store
+        store.set_limits(memory_size=self._spec.memory_limit_bytes)
+        wasi = wasmtime.WasiConfig()
+        wasi.stdout_custom = lambda data: self._guest_output("stdout", data)
+        wasi.stderr_custom = lambda data: self._guest_output("stderr", data)
+        store.set_wasi(wasi)
+        self._arm(store)
+        try:
+            instance = self._pre.instantiate(store)
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+            store.close()
+            raise CallFailed("instantiate", f"Failed to instantiate plugin: {self._spec.plugin}: {_reason(exc)}")
+        return _Instance(store=store, instance=instance, exports=dict(instance.exports(store)))
+
+    def _arm(self, store: wasmtime.Store) -> None:
+        self._current_store = store
+        if self._spec.engine.epoch_interruption:
+            store.set_epoch_deadline(self._deadline_ticks)  # deadline 0 would trap at once: always set it
+        if self._spec.engine.consume_fuel:
+            store.set_fuel(self._spec.fuel_per_call or DEFAULT_FUEL)
+
+    def _call(self, target: _Instance, call: protocol.Invoke, *, free_after: bool) -> tuple[int, bytes | None]:
+        store = target.store
+        i32 = ("i32",)
+        needs_alloc = bool(call.args) or call.result_capacity is not None
+        alloc = _typed_func(target, store, "alloc", ("i32",), i32) if needs_alloc else None
+        if needs_alloc and alloc is None:
+            raise CallFailed("missing_export", "Plugin does not export 'alloc' function")
+        params = ("i32",) * (2 * len(call.args) + (call.result_capacity is not None))
+        export = _typed_func(target, store, call.export, params, i32)
+        if export is None:
+            raise CallFailed("missing_export", _missing_export_message(target, store, call.export, params))
+        memory = target.exports.get("memory")
+        if needs_alloc and not isinstance(memory, wasmtime.Memory):
+            raise CallFailed("missing_export", "Plugin has no memory export")
+
+        allocations: list[_Allocation] = []
+        flat: list[int] = []
+        for arg in call.args:
+            ptr = self._alloc(alloc, memory, store, len(arg))
+            allocations.append(_Allocation(ptr, len(arg)))
+            if arg:
+                memory.write(store, arg, ptr)
+            flat += [ptr, len(arg)]
+        out: _Allocation | None = None
+        if call.result_capacity is not None:
+            out = _Allocation(self._alloc(alloc, memory, store, call.result_capacity), call.result_capacity)
+            allocations.append(out)
+            flat.append(out.ptr)
+
+        ret = export(store, *flat)
+        output = self._read_output(memory, store, ret, out, call.export) if out is not None else None
+        if free_after:
+            self._free(target, allocations)
+        return ret, output
+
+    def _alloc(self, alloc: wasmtime.Func, memory: wasmtime.Memory, store: wasmtime.Store, size: int) -> int:
+        ptr = alloc(store, size)
+        # alloc returning 0 (null) or a block that leaves memory would make the host write over the guest's
+        # own data or out of bounds (weakness 5).
+        if not isinstance(ptr, int) or ptr <= 0 or ptr + size > memory.data_len(store):
+            raise CallFailed(
+                "bad_result",
+                f"alloc({size}) returned an invalid pointer {ptr} (guest memory is {memory.data_len(store)} bytes)",
+            )
+        return ptr
+
+    @staticmethod
+    def _read_output(
+        memory: wasmtime.Memory, store: wasmtime.Store, ret: int, out: _Allocation, export: str
+    ) -> bytes | None:
+        if ret >= 0:
+            if ret > out.size:
+                raise CallFailed(
+                    "bad_result",
+                    f"'{export}' returned a result of {ret} bytes, which is larger than the {out.size}-byte buffer",
+                )
+            data = abi.read_bytes(store, memory, out.ptr, ret)
+            if data is None:
+                raise CallFailed("bad_result", f"'{export}' returned {ret} bytes that lie outside guest memory")
+            return data
+        # gemini/chatgpt write {"error": ...} into the buffer and return -len: keep it as diagnostics.
+        if -ret <= out.size:
+            data = abi.read_bytes(store, memory, out.ptr, -ret)
+            if data is not None and _is_error_json(data):
+                return data
+        return None
+
+    @staticmethod
+    def _free(target: _Instance, allocations: list[_Allocation]) -> None:
+        dealloc = _typed_func(target, target.store, "dealloc", ("i32", "i32"), ())
+        if dealloc is None:
+            return
+        for allocation in allocations:
+            dealloc(target.store, allocation.ptr, allocation.size)
+
+    # ------------------------------------------------------------------ HostBridge
+
+    def request(self, build: Callable[[int], protocol.HostRequest]) -> protocol.HostReply | None:
+        if self.supervisor_lost:
+            return None
+        self._host_call_ids += 1
+        host_call_id = self._host_call_ids
+        message = build(host_call_id)
+        if len(protocol.encode(message)) > protocol.MAX_MESSAGE_BYTES:
+            return None
+        try:
+            with self._ticker.paused() if self._ticker is not None else _nothing():
+                self._link.send(message)
+                while True:
+                    reply = self._link.receive()
+                    if isinstance(reply, protocol.HostReply) and reply.host_call_id == host_call_id:
+                        return reply
+        except SupervisorLost:
+            self._abandon_call()
+            return None
+
+    def log(self, level: str, message: str) -> None:
+        if self.supervisor_lost or not self._limiter.allow():
+            return
+        message = message[: protocol.MAX_PAYLOAD_BYTES // 4]
+        self._send_one_way(protocol.Log(level=level, message=message))
+
+    def _guest_output(self, stream: str, data: bytes) -> None:
+        try:
+            data = data[: self._output_budget]
+            self._output_budget -= len(data)
+            for start in range(0, len(data), OUTPUT_CHUNK_BYTES):
+                if self.supervisor_lost or not self._limiter.allow():
+                    return
+                self._send_one_way(protocol.GuestOutput(stream=stream, data=data[start : start + OUTPUT_CHUNK_BYTES]))
+        except Exception:
+            pass  # output is best effort and must never raise into wasmtime
+
+    def _send_one_way(self, message: protocol.Log | protocol.GuestOutput) -> None:
+        try:
+            self._link.send(message, drop_if_busy=True)
+        except SupervisorLost:
+            self._abandon_call()
+
+    def _abandon_call(self) -> None:
+        """Nobody will read the result: make the running guest trap at its next epoch check."""
+        self.supervisor_lost = True
+        if self._current_store is not None and self._spec.engine.epoch_interruption:
+            self._current_store.set_epoch_deadline(0)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _signature(func: wasmtime.Func, store: wasmtime.Store) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    ty = func.type(store)
+    return tuple(str(p) for p in ty.params), tuple(str(r) for r in ty.results)
+
+
+def _typed_func(
+    target: _Instance, store: wasmtime.Store, name: str, params: tuple[str, ...], results: tuple[str, ...]
+) -> wasmtime.Func | None:
+    func = target.exports.get(name)
+    if not isinstance(func, wasmtime.Func) or _signature(func, store) != (params, results):
+        return None
+    return func
+
+
+def _missing_export_message(target: _Instance, store: wasmtime.Store, name: str, params: tuple[str, ...]) -> str:
+    message = f"Plugin does not export '{name}' function"
+    func = target.exports.get(name)
+    if isinstance(func, wasmtime.Func):
+        found_params, found_results = _signature(func, store)
+        message += (
+            f" (it has type ({', '.join(found_params)}) -> ({', '.join(found_results)}),"
+            f" the call needs ({', '.join(params)}) -> (i32))"
+        )
+    return message
+
+
+def _is_error_json(data: bytes) -> bool:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and "error" in value
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "message", None) or exc).strip()
+
+
+def _cpu_message(exc: wasmtime.Trap, spec: protocol.WorkerSpec) -> str:
+    if exc.trap_code == wasmtime.TrapCode.OUT_OF_FUEL:
+        return f"guest ran out of fuel ({spec.fuel_per_call} units per call)"
+    return f"guest exceeded its CPU budget of {spec.call_cpu_ms} ms and was interrupted"
