@@ -161,12 +161,17 @@ def cli() -> Callable[..., Result]:
 
 
 @pytest.fixture
-def run_tark() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run the installed `tark` console script (falls back to `python -m supervisor.cli.main`)."""
+def tark_argv() -> list[str]:
+    """The command line that starts the real `tark` (the console script, else `python -m`)."""
+    return [str(TARK_SCRIPT)] if TARK_SCRIPT.exists() else [sys.executable, "-m", "supervisor.cli.main"]
+
+
+@pytest.fixture
+def run_tark(tark_argv: list[str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the real `tark` in a subprocess and wait for it."""
 
     def run(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        command = [str(TARK_SCRIPT)] if TARK_SCRIPT.exists() else [sys.executable, "-m", "supervisor.cli.main"]
-        return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                              env=dict(os.environ), check=False)
+        return subprocess.run([*tark_argv, *args], cwd=cwd or REPO_ROOT, capture_output=True, text=True,
+                              timeout=timeout, env=dict(os.environ), check=False)
 
     return run
