@@ -147,6 +147,7 @@ class WorkerPool:
         start_timeout_s: float = 10,
         call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
         limits: Callable[[InstalledPlugin], WorkerLimits] | None = None,
+        worker_entry: Callable[[bytes], None] = run,
     ) -> None:
         self._runtime_dir = Path(runtime_dir)
         self._modules = module_cache
@@ -155,6 +156,7 @@ class WorkerPool:
         self._start_timeout_s = start_timeout_s
         self._call_timeout_s = call_timeout_s
         self._limits = limits or (lambda plugin: WorkerLimits())
+        self._worker_entry = worker_entry  # tests substitute a misbehaving worker here
         self._context = zmq.Context()
         self._mp = _process_context()
         self._slots: dict[str, _Slot] = {}
@@ -385,7 +387,7 @@ class WorkerPool:
                 engine=self._modules.settings,
                 **attrs.asdict(self._limits(plugin)),
             )
-            process = self._mp.Process(target=run, args=(protocol.encode(spec),), name=f"tark-worker-{plugin.name}")
+            process = self._mp.Process(target=self._worker_entry, args=(protocol.encode(spec),), name=f"tark-worker-{plugin.name}")
             process.daemon = True
             process.start()
         except Exception as exc:
