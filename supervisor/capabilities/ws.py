@@ -111,9 +111,10 @@ class WsCapability:
         except OSError as exc:
             return _json({"error": f"WebSocket connect failed: {exc}", "ok": False})
         try:
+            # Entering the context is websockets' supported way to own a connection; leaving it closes it.
             conn = connect(url, sock=sock, additional_headers=pairs, user_agent_header=None, proxy=None,
                            open_timeout=self.config.connect_timeout_s, close_timeout=_CLOSE_TIMEOUT_S,
-                           max_size=self.config.max_frame_bytes)
+                           max_size=self.config.max_frame_bytes).__enter__()
         except (OSError, WebSocketException, TimeoutError) as exc:
             sock.close()
             return _json({"error": f"WebSocket connect failed: {exc}", "ok": False})
