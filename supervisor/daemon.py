@@ -15,9 +15,17 @@ import attrs
 
 from supervisor import paths
 from supervisor.control import PID_NAME, ControlError, ControlServer, DaemonClient, Reply, Request, socket_path
+from policy.errors import PolicyError
+from supervisor.modules import ModuleCompileError
+from supervisor.plugin import PluginLoadError
+from supervisor.registry import RegistryError
 from supervisor.supervisor import CallRefused, Supervisor
 
 log = logging.getLogger(__name__)
+
+
+# Errors the caller caused (unknown plugin, bad arguments...): the client re-raises them as CallRefused.
+USER_ERRORS = (CallRefused, RegistryError, PolicyError, PluginLoadError, ModuleCompileError)
 
 
 class DaemonError(Exception):
@@ -42,11 +50,9 @@ def serve(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0) -> 
                 try:
                     result = supervisor.call(request.plugin, request.export, request.args,
                                              timeout_s=request.timeout_s)
-                except CallRefused as exc:
+                except USER_ERRORS as exc:
                     return Reply(ok=False, refused=True, error=str(exc))
                 except Exception as exc:  # noqa: BLE001 - the daemon answers, it does not die
-                    if isinstance(exc, LookupError) or type(exc).__name__ == "PluginNotFound":
-                        return Reply(ok=False, refused=True, error=str(exc).strip("'\""))
                     log.exception("call %s.%s failed", request.plugin, request.export)
                     return Reply(ok=False, error=f"internal error: {exc}")
                 return Reply(ok=True, result=attrs.asdict(result))

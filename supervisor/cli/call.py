@@ -1,0 +1,48 @@
+"""`tark plugin call NAME EXPORT [ARG...]`: raw invocation of one export through the plugin's worker."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from supervisor.cli.connect import open_supervisor
+from supervisor.control import ControlError
+from supervisor.supervisor import CallRefused
+
+
+class CallFailed(click.ClickException):
+    """The export ran but failed (trap, limit, bad result) or returned a negative code."""
+
+
+def register(cli: click.Group) -> None:
+    cli.add_user_errors(CallRefused, ControlError)  # type: ignore[attr-defined]
+    cli.subgroup("plugin").add_command(call_command)  # type: ignore[attr-defined]
+
+
+@click.command("call")
+@click.argument("name")
+@click.argument("export")
+@click.argument("args", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help='Print exactly one line: {"ret": N, "output": ...}.')
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.001), help="Wall-clock limit in seconds.")
+def call_command(name: str, export: str, args: tuple[str, ...], as_json: bool, timeout_s: float | None) -> None:
+    """Call EXPORT of plugin NAME with string ARGS (tark's alloc convention) and print the result.
+
+    Exports that tark knows get tark's result buffer size; others are called by their signature: two i32 per
+    string argument, plus a result pointer when the count is odd.
+    """
+    with open_supervisor() as supervisor:
+        result = supervisor.call(name, export, list(args), timeout_s=timeout_s)
+    if result.error is not None:
+        raise CallFailed(f"plugin '{name}' export '{export}' failed ({result.error_kind}): {result.error}")
+    if as_json:
+        click.echo(json.dumps({"ret": result.ret, "output": result.output}, ensure_ascii=False))
+    elif result.output is not None and result.ret is not None and result.ret >= 0:
+        click.echo(result.output)
+    else:
+        click.echo(f"Returned: {result.ret}")
+        if result.output:
+            click.echo(f"Diagnostics: {result.output}")
+    if result.ret is not None and result.ret < 0:
+        raise CallFailed(f"Function {export} returned error code: {result.ret}")

@@ -1,0 +1,91 @@
+"""`tark supervisor start|stop|status`: the optional long-running daemon."""
+
+from __future__ import annotations
+
+import click
+import psutil
+
+from supervisor import paths
+from supervisor.cli.output import header, make_console, print_json
+from supervisor.control import socket_path
+from supervisor.daemon import DaemonError, running_client, serve, start_background, stop_running
+
+
+def register(cli: click.Group) -> None:
+    cli.add_user_errors(DaemonError)  # type: ignore[attr-defined]
+    cli.add_command(supervisor_group)
+
+
+@click.group("supervisor")
+def supervisor_group() -> None:
+    """Run the supervisor as a daemon that every tark command uses while it runs."""
+
+
+@supervisor_group.command("start")
+@click.option("--foreground", is_flag=True, help="Run in this process (for systemd); stop with SIGTERM.")
+@click.option("--idle-timeout", "idle_timeout_s", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
+              help="Stop a plugin's worker after this many idle seconds.")
+def start_command(foreground: bool, idle_timeout_s: float) -> None:
+    """Start the daemon."""
+    runtime_dir = paths.runtime_dir()
+    if foreground:
+        if running_client(runtime_dir) is not None:
+            raise DaemonError("a supervisor daemon is already running; stop it first: tark supervisor stop")
+        serve(runtime_dir, idle_timeout_s=idle_timeout_s)
+        return
+    pid = start_background(runtime_dir, idle_timeout_s=idle_timeout_s)
+    click.echo(f"✅ Supervisor daemon started (pid {pid})")
+    click.echo(f"Control socket: {socket_path(runtime_dir)}")
+
+
+@supervisor_group.command("stop")
+def stop_command() -> None:
+    """Stop the daemon and every worker it runs."""
+    pid = stop_running(paths.runtime_dir())
+    if pid is None:
+        click.echo("No supervisor daemon is running.")
+    else:
+        click.echo(f"✅ Supervisor daemon stopped (pid {pid})")
+
+
+@supervisor_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def status_command(as_json: bool) -> None:
+    """Show whether the daemon runs, and each worker's pid, state, memory, CPU, calls and restarts."""
+    runtime_dir = paths.runtime_dir()
+    client = running_client(runtime_dir)
+    if client is None:
+        if as_json:
+            print_json({"running": False, "pid": None, "socket": str(socket_path(runtime_dir)), "workers": []})
+        else:
+            click.echo("Supervisor daemon: not running (commands run an embedded supervisor)")
+        return
+    with client:
+        pid = client.ping()
+        workers = [_with_usage(w) for w in client.status()]
+    if as_json:
+        print_json({"running": True, "pid": pid, "socket": str(socket_path(runtime_dir)), "workers": workers})
+        return
+    console = make_console()
+    header(console, "=== Supervisor ===")
+    console.print(f"Daemon:  running (pid {pid})")
+    console.print(f"Socket:  {socket_path(runtime_dir)}")
+    if not workers:
+        console.print("Workers: none running")
+    for w in workers:
+        usage = f", {w['rss_mib']:.1f} MiB RSS, {w['cpu_s']:.2f} s CPU" if w.get("rss_mib") is not None else ""
+        console.print(f"  {w['name']}: {w['state']} (pid {w['pid']}{usage}), calls={w['calls']}, "
+                      f"restarts={w['restarts']}" + (f", last error: {w['last_error']}" if w["last_error"] else ""))
+
+
+def _with_usage(worker: dict) -> dict:
+    worker = dict(worker, rss_mib=None, cpu_s=None)
+    if worker.get("pid"):
+        try:
+            process = psutil.Process(worker["pid"])
+            worker["rss_mib"] = process.memory_info().rss / 2**20
+            times = process.cpu_times()
+            worker["cpu_s"] = times.user + times.system
+        except psutil.Error:
+            pass
+    return worker
