@@ -8,11 +8,15 @@ writes plugin.toml + plugin.wasm and returns the loaded InstalledPlugin.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Callable
 
 import wasmtime
 
 from supervisor.plugin import InstalledPlugin, load_plugin_dir
+from worker import protocol
+from worker.channel import SupervisorLink, SupervisorLost
 
 TARK_IMPORTS = """
   (import "tark:storage" "get" (func $storage_get (param i32 i32 i32) (result i32)))
@@ -58,8 +62,13 @@ RUNTIME = """
 """
 
 
-def guest_wat(body: str, *, imports: bool = True, runtime: bool = True) -> str:
-    return "(module\n" + (TARK_IMPORTS if imports else "") + (RUNTIME if runtime else "") + body + "\n)"
+WASI_PROC_EXIT = '(import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))'
+
+
+def guest_wat(body: str, *, imports: bool = True, runtime: bool = True, extra_imports: str = "") -> str:
+    return (
+        "(module\n" + (TARK_IMPORTS if imports else "") + extra_imports + (RUNTIME if runtime else "") + body + "\n)"
+    )
 
 
 def wasm_of(wat: str) -> bytes:
@@ -75,6 +84,7 @@ def make_guest(
     capabilities: str = "",
     wat: str | None = None,
     wasm: bytes | None = None,
+    extra_imports: str = "",
 ) -> InstalledPlugin:
     """A plugin directory whose wasm is `guest_wat(body)` (or the given full `wat`, or raw `wasm` bytes)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -82,9 +92,45 @@ def make_guest(
     if capabilities:
         manifest += "[capabilities]\n" + capabilities + "\n"
     (directory / "plugin.toml").write_text(manifest)
-    (directory / "plugin.wasm").write_bytes(wasm if wasm is not None else wasm_of(wat or guest_wat(body)))
+    (directory / "plugin.wasm").write_bytes(wasm if wasm is not None else wasm_of(wat or guest_wat(body, extra_imports=extra_imports)))
     return load_plugin_dir(directory)
 
 
 def i32_pair(data: bytes) -> tuple[int, int]:
     return int.from_bytes(data[:4], "little", signed=True), int.from_bytes(data[4:8], "little", signed=True)
+
+
+# --------------------------------------------------------------------------- misbehaving workers
+# Stand-ins for a compromised worker process (pass as WorkerPool(worker_entry=...)): each starts like the real
+# worker (real socket, Ready) and answers the first Invoke with something the supervisor must reject.
+
+
+def _misbehave(spec_bytes: bytes, reply: Callable[[protocol.Invoke], bytes]) -> None:
+    spec = protocol.decode_spec(spec_bytes)
+    with SupervisorLink(spec.endpoint) as link:
+        link.send(protocol.Ready(pid=os.getpid()))
+        try:
+            while True:
+                message = link.receive_idle()
+                if isinstance(message, protocol.Invoke):
+                    link._socket.send(reply(message))
+                elif isinstance(message, protocol.Shutdown):
+                    return
+        except SupervisorLost:
+            return
+
+
+def garbage_worker(spec_bytes: bytes) -> None:
+    _misbehave(spec_bytes, lambda invoke: b"\xc1 this is not msgpack")
+
+
+def wrong_call_worker(spec_bytes: bytes) -> None:
+    _misbehave(spec_bytes, lambda invoke: protocol.encode(protocol.InvokeResult(call_id=invoke.call_id + 1, ret=0)))
+
+
+def oversized_output_worker(spec_bytes: bytes) -> None:
+    def reply(invoke: protocol.Invoke) -> bytes:
+        size = (invoke.result_capacity or 0) + 10
+        return protocol.encode(protocol.InvokeResult(call_id=invoke.call_id, ret=size, output=b"x" * size))
+
+    _misbehave(spec_bytes, reply)
