@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -55,6 +56,8 @@ from supervisor.sources import (
     fetch_git,
 )
 from supervisor.wasm_check import WasmValidationError, sha256_file, validate_wasm
+
+log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
 STAGING_DIR = ".staging"
@@ -420,7 +423,8 @@ class Registry:
             except (OSError, ValueError):
                 journal.unlink(missing_ok=True)  # written atomically, so unreadable = never acted on
                 continue
-            _replay(entry)
+            outcome = _replay(entry)
+            log.warning("recovered an interrupted install of %s: %s", journal.stem, outcome)
             fsync_dir(self.root)
             journal.unlink()
         for leftover in journal_dir.glob(".*.tmp") if journal_dir.is_dir() else ():
@@ -436,6 +440,7 @@ class Registry:
                     continue  # a live install owns it
                 finally:
                     os.close(fd)
+                log.debug("removing staging directory %s left by a dead process", staging / lock_path.stem)
                 shutil.rmtree(staging / lock_path.stem, ignore_errors=True)
                 lock_path.unlink(missing_ok=True)
             for entry in staging.iterdir():
@@ -447,16 +452,18 @@ class Registry:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-def _replay(entry: dict) -> None:
+def _replay(entry: dict) -> str:
+    """Finish or undo the swap described by a journal entry; returns what was done."""
     final, staged = Path(entry["final"]), Path(entry["staged"])
     trash = Path(entry["trash"]) if entry.get("trash") else None
     if not staged.exists():
-        return  # staged -> final was done: the swap completed; the trash is deleted by the caller's sweep
+        return "completed"  # staged -> final was done; the trash is deleted by the caller's sweep
     if trash is not None and trash.exists():
         if entry.get("move_data") and (staged / DATA_DIR).exists() and not (trash / DATA_DIR).exists():
             os.rename(staged / DATA_DIR, trash / DATA_DIR)
         os.rename(trash, final)
     shutil.rmtree(staged, ignore_errors=True)
+    return "rolled back to the previous version" if trash is not None else "rolled back"
 
 
 def _has_entries(directory: Path) -> bool:

@@ -12,7 +12,7 @@ from supervisor import paths
 from supervisor.cli.output import cut, header, make_console, plugin_json, print_json, status_word, warn
 from supervisor.install_record import InstallRecord
 from supervisor.plugin import InstalledPlugin
-from supervisor.registry import Registry, UpdateResult, source_from_record
+from supervisor.registry import Registry, UpdateResult
 from supervisor.sources import GitSource, LocalSource, parse_source
 from supervisor.wasm_check import sha256_file
 
@@ -215,10 +215,7 @@ def remove_command(plugin_id: str) -> None:
 
 
 def _describe(record: InstallRecord) -> str:
-    source = source_from_record(record) if record.is_git else None
-    if isinstance(source, GitSource):
-        return source.describe()
-    return record.url
+    return GitSource(record.url, record.branch, record.path).describe() if record.is_git else record.url
 
 
 @plugin_group.command("update")
