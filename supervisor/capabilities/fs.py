@@ -44,6 +44,13 @@ def expand_home(path: str, home: str) -> str:
     return path
 
 
+def _resolve_pattern(path: str) -> str:
+    try:
+        return os.path.realpath(path)
+    except OSError:
+        return path
+
+
 class FsCapability:
     def __init__(self, config: FsConfig, audit: AuditLog, log: logging.Logger) -> None:
         self.config = config
@@ -57,8 +64,12 @@ class FsCapability:
         if not expanded.startswith("/"):
             self._audit.denied("fs_read", path, "relative paths are not allowed; give an absolute or ~/ path")
             return Outcome(DENIED)
-        canonical = os.path.realpath(expanded)
-        decision = check(self.config.caps, FsReadAccess(canonical, self.config.home, os.path.realpath))
+        try:
+            canonical = os.path.realpath(expanded)
+        except OSError as exc:  # a component changed while it was being resolved
+            self._log.info("fs.read %s: %s", expanded, exc.strerror or exc)
+            return Outcome(READ_ERROR)
+        decision = check(self.config.caps, FsReadAccess(canonical, self.config.home, _resolve_pattern))
         if not decision.allowed:
             self._audit.denied("fs_read", canonical if canonical == path else f"{path} -> {canonical}",
                                decision.reason)
