@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import wasmtime
@@ -20,7 +21,9 @@ def validate_wasm(data: bytes, settings: EngineSettings = EngineSettings()) -> N
     try:
         wasmtime.Module.validate(engine, data)
     except wasmtime.WasmtimeError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
+        # wasmtime pretty-prints byte arrays over several lines; one line reads better in `Error: ...`.
+        reason = re.sub(r"\s*\n\s*", " ", str(exc).strip()).replace("[ ", "[").replace(", ]", "]")
+        reason = reason or "invalid module"
         raise WasmValidationError(f"WASM validation failed: {reason}") from None
 
 

@@ -66,7 +66,7 @@ def test_the_install_directory_is_named_after_the_manifest_name(registry, make_p
     ({"name": "Bad Name!"}, "Plugin name must be lowercase"),
     ({"extra": 'min_tark_version = "99.0.0"'}, "Plugin requires tark >= 99.0.0"),
     ({"wasm_bytes": b"\x00asm\x01\x00\x00\x00\x05"}, "WASM validation failed: "),
-    ({"wasm_bytes": b"not wasm at all"}, "WASM validation failed: "),
+    ({"wasm_bytes": b"not wasm at all"}, "WASM validation failed: magic header not detected: bad magic number - expected=[0x0, 0x61, 0x73, 0x6d]"),
 ])
 def test_invalid_plugins_are_refused_and_the_installed_version_stays(
         registry, make_plugin_dir, tmp_path, kwargs, message) -> None:
