@@ -18,7 +18,7 @@ from supervisor.host import PluginHost
 from supervisor.modules import ModuleCache
 from supervisor.plugin import InstalledPlugin
 from supervisor.registry import Registry
-from supervisor.workers import CallOutcome, WorkerPool
+from supervisor.workers import CallOutcome, WorkerLimits, WorkerPool
 from worker.protocol import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class Supervisor:
         cache_dir: Path | None = None,
         limits: Limits = Limits(),
         idle_timeout_s: float = 300.0,
+        worker_limits: WorkerLimits = WorkerLimits(),
     ) -> None:
         self.registry = registry or Registry(paths.plugins_dir())
         self.limits = limits
@@ -66,6 +67,7 @@ class Supervisor:
             self.modules,
             lambda plugin: PluginHost(plugin, limits),
             idle_timeout_s=idle_timeout_s,
+            limits=lambda plugin: worker_limits,
         )
         self._loaded: dict[str, InstalledPlugin] = {}
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +41,10 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("TARK_CONFIG_DIR", str(tmp_path / "tark-config"))
     monkeypatch.setenv("TARK_CACHE_DIR", str(tmp_path / "tark-cache"))
     monkeypatch.delenv("TARK_LOG", raising=False)
+    # unix socket paths are limited to ~107 bytes, so the runtime dir lives in a short temporary path
+    runtime = Path(tempfile.mkdtemp(prefix="tark-rt-"))
+    monkeypatch.setenv("TARK_RUNTIME_DIR", str(runtime))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     gitconfig = tmp_path / "gitconfig"
     gitconfig.write_text("[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n")
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
@@ -46,7 +52,8 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for kind in ("AUTHOR", "COMMITTER"):
         monkeypatch.setenv(f"GIT_{kind}_NAME", "Test")
         monkeypatch.setenv(f"GIT_{kind}_EMAIL", "test@example.invalid")
-    return data
+    yield data
+    shutil.rmtree(runtime, ignore_errors=True)
 
 
 @pytest.fixture
