@@ -112,14 +112,14 @@ def test_corrupt_storage_json_is_kept_reported_and_imported_once_fixed(tmp_path:
     plugin = make_plugin(tmp_path / "demo", STORAGE)
     plugin.data_dir.mkdir()
     tark_file = plugin.data_dir / "storage.json"
-    for corrupt in ('{"token": "abc"', '{"n": 1}', '["a"]'):
-        tark_file.write_text(corrupt)
+    for corrupt in (b'{"token": "abc"', b'{"n": 1}', b'["a"]', b"[" * 100_000, b'{"token": "\xff"}'):
+        tark_file.write_bytes(corrupt)
         caplog.clear()
         with caplog.at_level(logging.ERROR), PluginHost(plugin, audit_path=tmp_path / "audit.log") as host:
             assert get(host, "token").code == 0
             assert put(host, "fresh", "1") == 0
         assert "not a JSON object of strings" in caplog.text
-        assert tark_file.read_text() == corrupt
+        assert tark_file.read_bytes() == corrupt
     tark_file.write_text('{"token": "abc", "fresh": "from-file"}')
     with PluginHost(plugin, audit_path=tmp_path / "audit.log") as host:
         assert get(host, "token").data == b"abc"

@@ -41,7 +41,7 @@ def parse_header_pairs(text: str) -> list[tuple[str, str]]:
     """The guest's `[[name, value], ...]`; any other shape means no headers (as in tark)."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return []
     if not isinstance(data, list):
         return []

@@ -164,7 +164,7 @@ class _Transaction:
 def _parse_tark_storage(raw: bytes) -> dict[str, str] | None:
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return None
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         return None
