@@ -288,7 +288,7 @@ class GuestRuntime:
         dealloc = _typed_func(target, target.store, "dealloc", ("i32", "i32"), ())
         if dealloc is None:
             return
-        for allocation in allocations:
+        for allocation in reversed(allocations):  # newest first, so a bump allocator gets everything back
             dealloc(target.store, allocation.ptr, allocation.size)
 
     # ------------------------------------------------------------------ HostBridge
