@@ -29,11 +29,12 @@ class ControlError(Exception):
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True):
-    op: str  # "ping" | "call" | "status" | "shutdown"
+    op: str  # "ping" | "call" | "exports" | "end_instance" | "status" | "shutdown"
     plugin: str = ""
     export: str = ""
     args: list[str] = []
     timeout_s: float | None = None
+    instance: str = "fresh"
 
 
 class Reply(msgspec.Struct):
@@ -42,6 +43,7 @@ class Reply(msgspec.Struct):
     refused: bool = False  # a CallRefused on the daemon side
     result: dict[str, Any] | None = None
     status: list[dict[str, Any]] | None = None
+    exports: dict[str, tuple[list[str], list[str]]] | None = None
     pid: int = 0
 
 
@@ -135,13 +137,26 @@ class DaemonClient:
             except OSError as exc:
                 raise ControlError(f"lost the supervisor daemon: {exc}") from None
 
-    def call(self, name: str, export: str, args: list[str], *, timeout_s: float | None = None) -> CallResult:
-        reply = self.request(Request(op="call", plugin=name, export=export, args=args, timeout_s=timeout_s))
+    def _checked(self, request: Request) -> Reply:
+        reply = self.request(request)
         if not reply.ok:
             if reply.refused:
                 raise CallRefused(reply.error)
             raise ControlError(reply.error)
+        return reply
+
+    def call(self, name: str, export: str, args: list[str], *, timeout_s: float | None = None,
+             instance: str = "fresh") -> CallResult:
+        reply = self._checked(Request(op="call", plugin=name, export=export, args=args, timeout_s=timeout_s,
+                                      instance=instance))
         return CallResult(**reply.result)
+
+    def exports(self, name: str) -> dict[str, tuple[list[str], list[str]]]:
+        reply = self._checked(Request(op="exports", plugin=name))
+        return {k: (list(p), list(r)) for k, (p, r) in (reply.exports or {}).items()}
+
+    def end_instance(self, name: str, instance: str) -> None:
+        self._checked(Request(op="end_instance", plugin=name, instance=instance))
 
     def status(self) -> list[dict]:
         reply = self.request(Request(op="status"))

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import attrs
 
@@ -26,6 +27,14 @@ log = logging.getLogger(__name__)
 
 # Errors the caller caused (unknown plugin, bad arguments...): the client re-raises them as CallRefused.
 USER_ERRORS = (CallRefused, RegistryError, PolicyError, PluginLoadError, ModuleCompileError)
+
+
+PLUGIN_OPERATIONS: dict[str, Callable[[Supervisor, Request], Reply]] = {
+    "call": lambda s, r: Reply(ok=True, result=attrs.asdict(
+        s.call(r.plugin, r.export, r.args, timeout_s=r.timeout_s, instance=r.instance))),
+    "exports": lambda s, r: Reply(ok=True, exports=s.exports(r.plugin)),
+    "end_instance": lambda s, r: (s.end_instance(r.plugin, r.instance), Reply(ok=True))[1],
+}
 
 
 class DaemonError(Exception):
@@ -46,17 +55,16 @@ def serve(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0) -> 
             if request.op == "shutdown":
                 stop.set()
                 return Reply(ok=True, pid=os.getpid())
-            if request.op == "call":
-                try:
-                    result = supervisor.call(request.plugin, request.export, request.args,
-                                             timeout_s=request.timeout_s)
-                except USER_ERRORS as exc:
-                    return Reply(ok=False, refused=True, error=str(exc))
-                except Exception as exc:  # noqa: BLE001 - the daemon answers, it does not die
-                    log.exception("call %s.%s failed", request.plugin, request.export)
-                    return Reply(ok=False, error=f"internal error: {exc}")
-                return Reply(ok=True, result=attrs.asdict(result))
-            return Reply(ok=False, error=f"unknown control operation '{request.op}'")
+            operation = PLUGIN_OPERATIONS.get(request.op)
+            if operation is None:
+                return Reply(ok=False, error=f"unknown control operation '{request.op}'")
+            try:
+                return operation(supervisor, request)
+            except USER_ERRORS as exc:
+                return Reply(ok=False, refused=True, error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - the daemon answers, it does not die
+                log.exception("%s on plugin %s failed", request.op, request.plugin)
+                return Reply(ok=False, error=f"internal error: {exc}")
 
         server = ControlServer(socket_path(runtime_dir), handle)
         pid_file = runtime_dir / PID_NAME

@@ -69,22 +69,26 @@ class Supervisor:
             idle_timeout_s=idle_timeout_s,
             limits=lambda plugin: worker_limits,
         )
-        self._loaded: dict[str, InstalledPlugin] = {}
 
     def _plugin(self, name: str) -> InstalledPlugin:
+        # Read afresh on every call: the pool restarts the worker of a plugin that changed on disk.
         plugin = self.registry.get(name)
         if not plugin.enabled:
             raise CallRefused(f"Plugin '{name}' is disabled; enable it with: tark plugin enable {name}")
-        previous = self._loaded.get(name)
-        if previous is not None and previous != plugin:
-            log.info("plugin %s changed on disk; restarting its worker", name)
-            self.pool.stop(name)
-        self._loaded[name] = plugin
         return plugin
 
-    def call(self, name: str, export: str, args: list[str], *, timeout_s: float | None = None) -> CallResult:
+    def exports(self, name: str) -> dict[str, tuple[list[str], list[str]]]:
+        """The plugin's exported functions and their core signatures, read from the module itself."""
         plugin = self._plugin(name)
-        exports = self.modules.exports(plugin.wasm_path)
+        return {export: (list(params), list(results))
+                for export, (params, results) in self.modules.exports(plugin.wasm_path, name).items()}
+
+    def call(self, name: str, export: str, args: list[str], *, timeout_s: float | None = None,
+             instance: str = "fresh") -> CallResult:
+        """Call `export` with string arguments. `instance` "fresh" = a new instance for this call (tark's rule);
+        another name = a long-lived instance kept until `end_instance` (a channel's poll loop)."""
+        plugin = self._plugin(name)
+        exports = self.modules.exports(plugin.wasm_path, name)
         if export not in exports:
             raise CallRefused(f"Plugin does not export '{export}' function")
         params, results = exports[export]
@@ -97,9 +101,12 @@ class Supervisor:
                 f"export '{export}' takes {shape.string_args} string argument(s), {len(args)} given"
             )
         outcome: CallOutcome = self.pool.call(
-            plugin, export, [a.encode() for a in args], shape.result_capacity, timeout_s=timeout_s
+            plugin, export, [a.encode() for a in args], shape.result_capacity, timeout_s=timeout_s, instance=instance
         )
         return _result(name, export, outcome)
+
+    def end_instance(self, name: str, instance: str) -> None:
+        self.pool.end_instance(name, instance)
 
     def status(self) -> list[dict]:
         return [attrs.asdict(s) for s in self.pool.status()]
