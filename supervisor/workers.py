@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -516,8 +517,18 @@ def _process_context() -> multiprocess.context.BaseContext:
         context = multiprocess.get_context("forkserver")
     except ValueError:
         return multiprocess.get_context("spawn")
-    context.set_forkserver_preload(WORKER_PRELOAD)
+    context.set_forkserver_preload(WORKER_PRELOAD + _already_imported())
     return context
+
+
+def _already_imported() -> list[str]:
+    """Top-level packages this process has imported. Every forked worker re-runs the supervisor's main script
+    (multiprocessing's _fixup_main_from_path: the fork server ignores it), so preloading what that script imports
+    turns ~60 ms of imports per worker start into dictionary lookups."""
+    loaded = list(sys.modules)
+    ours = {name for name in loaded if name.partition(".")[0] in ("supervisor", "policy")}
+    top_level = {name.partition(".")[0] for name in loaded}
+    return sorted(name for name in ours | top_level if not name.startswith("_") and name not in WORKER_PRELOAD)
 
 
 def _since(started: float) -> float:

@@ -35,46 +35,50 @@ class CallFailed(Exception):
 
 
 class EpochTicker:
-    """Advances the engine epoch every `tick_s` while guest code runs; sleeps (no wake-ups) otherwise."""
+    """Advances the engine epoch every `tick_s` while calls run, and for a short linger after the last one, so a
+    burst of calls does not wake this thread once per call; an idle worker's ticker sleeps without wake-ups.
+    `ticks` counts the increments, so a deadline can be moved out by the time spent waiting for the host."""
+
+    LINGER_S = 1.0
 
     def __init__(self, engine: wasmtime.Engine, tick_s: float) -> None:
         self._engine = engine
         self._tick_s = tick_s
-        self._running = threading.Event()
+        self.ticks = 0  # only the ticker thread writes it
+        self._busy = False
+        self._last_busy = 0.0
+        self._awake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="epoch-ticker", daemon=True)
         self._thread.start()
 
     @contextmanager
     def running(self) -> Iterator[None]:
-        self._running.set()
+        self._busy = True
+        if not self._awake.is_set():
+            self._awake.set()
         try:
             yield
         finally:
-            self._running.clear()
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        was_running = self._running.is_set()
-        self._running.clear()
-        try:
-            yield
-        finally:
-            if was_running:
-                self._running.set()
+            self._busy = False
+            self._last_busy = time.monotonic()
 
     def stop(self) -> None:
         self._stop.set()
-        self._running.set()
+        self._awake.set()
         self._thread.join()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._running.wait()
+            self._awake.wait()
             if self._stop.wait(self._tick_s):
                 return
-            if self._running.is_set():
-                self._engine.increment_epoch()
+            self._engine.increment_epoch()
+            self.ticks += 1
+            if not self._busy and time.monotonic() - self._last_busy > self.LINGER_S:
+                self._awake.clear()
+                if self._busy:  # a call started between the check and the clear
+                    self._awake.set()
 
 
 class RateLimiter:
@@ -131,6 +135,7 @@ class GuestRuntime:
         self.supervisor_lost = False
         self._deadline_ticks = max(1, math.ceil(spec.call_cpu_ms / max(spec.epoch_tick_ms, 1)))
         self._ticker = EpochTicker(self._engine, spec.epoch_tick_ms / 1000) if spec.engine.epoch_interruption else None
+        self._deadline_epoch = 0
 
     def close(self) -> None:
         if self._ticker is not None:
@@ -211,8 +216,9 @@ class GuestRuntime:
 
     def _arm(self, store: wasmtime.Store) -> None:
         self._current_store = store
-        if self._spec.engine.epoch_interruption:
+        if self._ticker is not None:
             store.set_epoch_deadline(self._deadline_ticks)  # deadline 0 would trap at once: always set it
+            self._deadline_epoch = self._ticker.ticks + self._deadline_ticks
         if self._spec.engine.consume_fuel:
             store.set_fuel(self._spec.fuel_per_call or DEFAULT_FUEL)
 
@@ -301,16 +307,18 @@ class GuestRuntime:
         message = build(host_call_id)
         if len(protocol.encode(message)) > protocol.MAX_MESSAGE_BYTES:
             return None
+        ticks_before = self._ticker.ticks if self._ticker is not None else 0
         try:
-            with self._ticker.paused() if self._ticker is not None else _nothing():
-                self._link.send(message)
-                while True:
-                    reply = self._link.receive()
-                    if isinstance(reply, protocol.HostReply) and reply.host_call_id == host_call_id:
-                        return reply
+            self._link.send(message)
+            while True:
+                reply = self._link.receive()
+                if isinstance(reply, protocol.HostReply) and reply.host_call_id == host_call_id:
+                    break
         except SupervisorLost:
             self._abandon_call()
             return None
+        self._credit_host_time(ticks_before)
+        return reply
 
     def log(self, level: str, message: str) -> None:
         if self.supervisor_lost or not self._limiter.allow():
@@ -335,16 +343,21 @@ class GuestRuntime:
         except SupervisorLost:
             self._abandon_call()
 
+    def _credit_host_time(self, ticks_before: int) -> None:
+        """Time spent waiting for the supervisor is not guest CPU: move the deadline out by the ticks it took
+        (re-arming costs nothing, whereas pausing the ticker would wake its thread on every host call)."""
+        if self._ticker is None or self._current_store is None:
+            return
+        waited = self._ticker.ticks - ticks_before
+        if waited > 0:
+            self._deadline_epoch += waited
+            self._current_store.set_epoch_deadline(max(1, self._deadline_epoch - self._ticker.ticks))
+
     def _abandon_call(self) -> None:
         """Nobody will read the result: make the running guest trap at its next epoch check."""
         self.supervisor_lost = True
         if self._current_store is not None and self._spec.engine.epoch_interruption:
             self._current_store.set_epoch_deadline(0)
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def _signature(func: wasmtime.Func, store: wasmtime.Store) -> tuple[tuple[str, ...], tuple[str, ...]]:
