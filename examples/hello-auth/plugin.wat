@@ -1,7 +1,8 @@
 ;; hello-auth: an auth-only tark provider (ABI §3.1: exporting provider_auth_credentials selects auth-only mode)
 ;; plus the legacy auth exports of ABI §3.2. The token comes from tark:storage key "token" (set by
-;; init_with_credentials) or else from $HELLO_TOKEN (tark:env); it is inserted into JSON as it is, so it must
-;; not contain quotes or backslashes.
+;; init_with_credentials) or else from $HELLO_TOKEN (tark:env); the endpoint from $HELLO_ENDPOINT, else
+;; https://api.example.com/v1. Both are inserted into JSON as they are, so they must not contain quotes or
+;; backslashes.
 (module
   (import "tark:storage" "get" (func $storage_get (param i32 i32 i32) (result i32)))
   (import "tark:storage" "set" (func $storage_set (param i32 i32 i32 i32) (result i32)))
@@ -16,9 +17,12 @@
   (data (i32.const 1168) "HELLO_TOKEN")                     ;; 11
   (data (i32.const 1184) "{\"error\":\"not authenticated: call init_with_credentials or set HELLO_TOKEN\"}")  ;; 76
   (data (i32.const 1280) "{\"access_token\":\"")           ;; 17
-  (data (i32.const 1312) "\",\"project_id\":null,\"api_mode\":\"openai_compat\",\"endpoint\":\"https://api.example.com/v1\",\"custom_headers\":{\"X-Hello\":\"1\"}}")  ;; 120
+  (data (i32.const 1312) "\",\"project_id\":null,\"api_mode\":\"openai_compat\",\"endpoint\":\"")  ;; 59
+  (data (i32.const 1376) "https://api.example.com/v1")      ;; 26
   (data (i32.const 1440) "Hello Auth")                      ;; 10
-  ;; scratch: 4096.. the token (room up to the heap at 65536)
+  (data (i32.const 1472) "\",\"custom_headers\":{\"X-Hello\":\"1\"}}")  ;; 35
+  (data (i32.const 1520) "HELLO_ENDPOINT")                  ;; 14
+  ;; scratch: 4096.. the token, 32768.. the endpoint (room up to the heap at 65536)
 
   ;; ---- allocator: bump allocation above 64 KiB; dealloc returns the newest block (hosts free LIFO) ----
   (global $heap (mut i32) (i32.const 65536))
@@ -63,7 +67,12 @@
         (return (i32.const -76))))
     (local.set $out (call $emit (local.get $ret) (i32.const 1280) (i32.const 17)))
     (local.set $out (call $emit (local.get $out) (i32.const 4096) (local.get $n)))
-    (local.set $out (call $emit (local.get $out) (i32.const 1312) (i32.const 120)))
+    (local.set $out (call $emit (local.get $out) (i32.const 1312) (i32.const 59)))
+    (local.set $n (call $env_get (i32.const 1520) (i32.const 14) (i32.const 32768)))
+    (if (i32.gt_s (local.get $n) (i32.const 0))
+      (then (local.set $out (call $emit (local.get $out) (i32.const 32768) (local.get $n))))
+      (else (local.set $out (call $emit (local.get $out) (i32.const 1376) (i32.const 26)))))
+    (local.set $out (call $emit (local.get $out) (i32.const 1472) (i32.const 35)))
     (i32.sub (local.get $out) (local.get $ret)))
 
   ;; ---- legacy auth exports (ABI §3.2) ----
