@@ -70,7 +70,9 @@ class ToolDef:
     def schema_summary(self) -> str:
         """`text*: string, count: integer` (* = required), or the schema's type when it names no properties."""
         properties = self.parameters_schema.get("properties")
-        if not isinstance(properties, Mapping) or not properties:
+        if isinstance(properties, Mapping) and not properties:
+            return "none"
+        if not isinstance(properties, Mapping):
             kind = self.parameters_schema.get("type")
             return str(kind) if kind else "any"
         required = self.parameters_schema.get("required")
