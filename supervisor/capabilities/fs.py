@@ -4,7 +4,8 @@ Codes (tark-core-abi.md §1.4): -1 bad path string, -2 denied, -3 read error (mi
 file, too big, not UTF-8). Fixes weaknesses 16-17: relative paths are denied instead of resolving against the
 supervisor's cwd, and the file opened is the one checked: the canonical path is opened with O_NOFOLLOW, the
 descriptor must be a regular file and /proc/self/fd must show the same canonical path (a directory swapped for
-a symlink between check and open is caught).
+a symlink between check and open is caught). tark's own directories and every plugin's credentials file are
+refused whatever fs_read says (supervisor/oauth/private_paths.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from typing import Callable
 
 import attrs
 
@@ -20,6 +22,7 @@ from policy.limits import Limits
 from policy.manifest import Capabilities
 from supervisor.capabilities.audit import AuditLog
 from supervisor.capabilities.outcome import DENIED, FAILED, READ_ERROR, Outcome
+from supervisor.oauth.private_paths import is_private, private_paths
 
 MAX_PATH_BYTES = 4096
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
@@ -31,6 +34,7 @@ class FsConfig:
     home: str
     max_file_bytes: int
     max_result_bytes: int
+    private: Callable[[], tuple[str, ...]] = private_paths
 
     @classmethod
     def derive(cls, caps: Capabilities, home: str, limits: Limits) -> "FsConfig":
@@ -69,6 +73,10 @@ class FsCapability:
         except OSError as exc:  # a component changed while it was being resolved
             self._log.info("fs.read %s: %s", expanded, exc.strerror or exc)
             return Outcome(READ_ERROR)
+        if is_private(canonical, self.config.private()):
+            self._audit.denied("fs_read", canonical, "tark's own files (credentials, storage, configuration) "
+                                                     "are never readable by plugins")
+            return Outcome(DENIED)
         decision = check(self.config.caps, FsReadAccess(canonical, self.config.home, _resolve_pattern))
         if not decision.allowed:
             self._audit.denied("fs_read", canonical if canonical == path else f"{path} -> {canonical}",
