@@ -81,6 +81,7 @@ class HookOutcome:
     plugin: str
     event: HookEvent
     error: str | None
+    worker_pid: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -186,16 +187,18 @@ class ToolRunner:
     def _fire(self, hooks: list[str], hook: HookCall) -> tuple[HookOutcome, ...]:
         outcomes = []
         for plugin in hooks:
+            pid = None
             try:
                 if hook.event.export not in self._supervisor.exports(plugin):
                     continue
                 call = self._supervisor.call(plugin, hook.event.export, list(hook.args))
+                pid = call.worker_pid
                 error = f"{call.error_kind}: {call.error}" if call.error is not None else hook_status(call.ret)
             # A hook must never change the tool's outcome, whatever went wrong with it (its module no longer
             # loads, its worker cannot start, the daemon refused the call).
             except Exception as exc:  # noqa: BLE001
                 error = _describe(exc)
-            outcomes.append(HookOutcome(plugin, hook.event, error))
+            outcomes.append(HookOutcome(plugin, hook.event, error, pid))
         return tuple(outcomes)
 
     # ------------------------------------------------------------ plugin calls
