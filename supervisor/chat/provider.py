@@ -1,0 +1,50 @@
+"""Opening the chat provider of a selected plugin: auth-only mode when it exports `provider_auth_credentials`
+(exact type), else the adapter (ABI §3.1 "Selection" steps 2-3)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
+
+from supervisor.chat.adapter import AdapterProvider
+from supervisor.chat.auth_only import CREDENTIALS_EXPORT, AuthOnlyProvider
+from supervisor.chat.openai_compat import ModelApiLimits
+from supervisor.chat.plugin_link import PluginLink
+from supervisor.chat.types import ChatError, ChatReply, Message
+from supervisor.credentials import load_credentials
+from supervisor.plugin import InstalledPlugin
+
+if TYPE_CHECKING:
+    from supervisor.cli.connect import SupervisorApi
+
+
+class ChatProvider(Protocol):
+    mode: str  # "adapter" or the auth-only api_mode
+    default_model: str
+
+    def chat(self, messages: list[Message], model: str) -> ChatReply: ...
+
+    def close(self) -> None: ...
+
+
+@contextlib.contextmanager
+def open_provider(api: "SupervisorApi", plugin: InstalledPlugin, *, warn: Callable[[str], None],
+                  limits: ModelApiLimits = ModelApiLimits()) -> Iterator[ChatProvider]:
+    """The provider for `plugin`. tark falls back to the adapter when auth-only set-up fails; so do we, but only
+    when the plugin has the adapter exports, and saying why."""
+    link = PluginLink(api, plugin, load_credentials)
+    provider: ChatProvider
+    if link.has(CREDENTIALS_EXPORT):
+        try:
+            provider = AuthOnlyProvider(link, limits)
+        except ChatError as exc:
+            if not link.has("provider_chat"):
+                raise
+            warn(f"{exc}\nFalling back to the plugin's own provider_chat (adapter mode).")
+            provider = AdapterProvider(link)
+    else:
+        provider = AdapterProvider(link)
+    try:
+        yield provider
+    finally:
+        provider.close()

@@ -1,0 +1,61 @@
+"""The value types of a chat: messages, replies, usage, and the error every chat failure is reported as."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+class ChatError(Exception):
+    """A chat that cannot start or a turn that failed; the message names the cause and, where there is one, the fix."""
+
+
+@attrs.frozen
+class Message:
+    role: str = attrs.field(validator=attrs.validators.in_(ROLES))
+    content: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@attrs.frozen
+class Usage:
+    input_tokens: int
+    output_tokens: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
+
+@attrs.frozen
+class ChatReply:
+    text: str
+    usage: Usage | None
+    finish_reason: str | None
+    # the plugin worker that answered: provider_chat's (adapter) or provider_auth_credentials' (auth-only)
+    worker_pid: int | None
+
+
+def excerpt(text: str, limit: int = 300) -> str:
+    """One line of at most `limit` characters, for quoting untrusted text in an error message."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def json_kind(value: Any) -> str:
+    """How JSON calls the type of a decoded value (for parse errors)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
