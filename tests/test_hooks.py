@@ -189,3 +189,23 @@ def test_a_hook_whose_module_cannot_start_is_a_warning(tools_and_audit, cli, tmp
     assert (done.exit_code, done.stdout) == (0, "1\n")
     assert "Warning: hook 'no-start' failed in on_tool_execute: instantiate: " in done.stderr
     assert len(events(cli)) == 2
+
+
+def test_through_the_daemon_each_plugin_has_its_own_worker_and_a_bad_hook_is_a_warning(
+        tools_and_audit, cli, tmp_path, run_tark):
+    hook_guest(tmp_path, "bad-hook", "unreachable")
+    add(cli, tmp_path, "bad-hook")
+    started = run_tark("supervisor", "start")
+    assert started.returncode == 0, started.stderr
+    try:
+        done = run_tark("tool", "run", "word-tools", "word_count", "--args", '{"text":"via the daemon"}', "--json")
+        status = json.loads(run_tark("supervisor", "status", "--json").stdout)
+    finally:
+        run_tark("supervisor", "stop")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["output"] == "3"
+    assert "Warning: hook 'bad-hook' failed in on_tool_execute: trap: " in done.stderr
+    workers = {w["name"]: w["pid"] for w in status["workers"]}
+    assert set(workers) == {"word-tools", "audit-hook", "bad-hook"}
+    assert len(set(workers.values())) == 3
+    assert len(events(cli)) == 2

@@ -4,6 +4,9 @@ example plugin examples/word-tools and small misbehaving guests, each plugin in 
 from __future__ import annotations
 
 import importlib.util
+import os
+import pty
+import subprocess
 import json
 import shutil
 from pathlib import Path
@@ -349,3 +352,24 @@ def test_a_failing_tool_plugin_does_not_affect_another_ones_run(word_tools, cli,
     assert None not in (crashed.worker_pid, counted.worker_pid)
     assert crashed.worker_pid != counted.worker_pid
     assert again.worker_pid == crashed.worker_pid
+
+
+@pytest.mark.parametrize(("answer", "returncode"), [("y", 0), ("n", 1)])
+def test_on_a_terminal_a_risky_tool_asks_first(cli, tmp_path, tark_argv, answer, returncode):
+    tool_guest(tmp_path, "danger", RISK.format(3) + execute_returning('{"success":true,"output":"done","error":null}'))
+    add(cli, tmp_path, "danger")
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen([*tark_argv, "tool", "run", "danger", "t"], stdin=terminal,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        os.write(controller, f"{answer}\n".encode())
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert "Tool 't' of plugin 'danger' is dangerous. Run it? [y/N]" in stderr
+    assert process.returncode == returncode, stderr
+    if answer == "y":
+        assert stdout == "done\n"
+    else:
+        assert "Error: tool 't' of plugin 'danger' is dangerous; re-run with --yes to allow it" in stderr
