@@ -1,0 +1,199 @@
+"""`tark auth [NAME]`, `tark auth status [--json]`, `tark auth logout NAME` (tark-core-abi.md §6).
+
+Unlike tark, a failed sign-in exits 1 (weakness 32). Plugin exports run in the plugin's own worker.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import time
+import webbrowser
+from typing import Any
+
+import click
+
+from supervisor import paths
+from supervisor.cli.connect import open_supervisor
+from supervisor.cli.output import print_json, warn
+from supervisor.control import ControlError
+from supervisor.credentials import CredentialsError
+from supervisor.oauth.device import DEFAULT_MIN_INTERVAL_S, PollSettings
+from supervisor.oauth.errors import OAuthError
+from supervisor.oauth.flow import FlowOptions, authenticate
+from supervisor.oauth.status import AuthStatus, auth_status, logout
+from supervisor.oauth.targets import AuthTarget, UnknownProvider, auth_plugins, find_target, oauth_targets
+from supervisor.registry import Registry
+from supervisor.supervisor import CallRefused
+
+NO_BROWSER_ENV = "TARK_NO_BROWSER"
+
+
+class AuthFailed(click.ClickException):
+    """Printed as tark prints it (`❌ Authentication failed: ...`), exit 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"❌ Authentication failed: {self.message}", err=True)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_user_errors(UnknownProvider, CredentialsError, OAuthError)  # type: ignore[attr-defined]
+    cli.add_command(auth_group)
+
+
+def _header(text: str) -> None:
+    click.secho(text, bold=True, fg="cyan")
+
+
+class AuthGroup(click.Group):
+    """`tark auth NAME ...` runs the hidden `login` command; `status` and `logout` are ordinary subcommands."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            return "login", self.commands["login"], args
+        return super().resolve_command(ctx, args)
+
+
+_flow_options = [
+    click.option("--no-browser", is_flag=True, help=f"Print the sign-in URL instead of opening a browser "
+                                                    f"(also when not on a terminal, or with {NO_BROWSER_ENV}=1)."),
+    click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1),
+                 help="Seconds to wait for the sign-in (PKCE default 120; device flow: until the code expires)."),
+    click.option("--min-poll-interval", "min_poll_s", type=click.FloatRange(min=0.0), default=None, hidden=True,
+                 help="Device flow: never poll the token endpoint more often than this (seconds)."),
+]
+
+
+def flow_options(function: Any) -> Any:
+    for option in reversed(_flow_options):
+        function = option(function)
+    return function
+
+
+@click.group("auth", cls=AuthGroup, invoke_without_command=True,
+             subcommand_metavar="[NAME | status | logout NAME]")
+@flow_options
+@click.pass_context
+def auth_group(ctx: click.Context, no_browser: bool, timeout_s: float | None, min_poll_s: float | None) -> None:
+    """Sign in to a plugin provider with OAuth (PKCE or device flow), show status, or log out.
+
+    With no NAME, lists the plugin providers that have an [oauth] section and asks which one.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    _header("=== Tark Authentication ===")
+    targets = oauth_targets(Registry(paths.plugins_dir()))
+    if not targets:
+        raise click.ClickException("No installed provider plugin has an [oauth] section; "
+                                   "install one with: tark plugin add <path-or-git-url>")
+    click.echo("Select a provider to authenticate:")
+    for number, target in enumerate(targets, 1):
+        click.echo(f"  {number}. {target.provider_id} - {target.display_name} (plugin)")
+    answer = click.prompt(f"Enter choice (1-{len(targets)})", default="", show_default=False, prompt_suffix=": ")
+    if not answer.strip().isdigit() or not 1 <= int(answer) <= len(targets):
+        raise click.ClickException("Invalid choice")
+    _login(targets[int(answer) - 1], no_browser, timeout_s, min_poll_s)
+
+
+@auth_group.command("login", hidden=True)
+@click.argument("name")
+@flow_options
+@click.pass_context
+def login_command(ctx: click.Context, name: str, no_browser: bool, timeout_s: float | None,
+                  min_poll_s: float | None) -> None:
+    """Sign in to provider NAME."""
+    parent = ctx.parent.params if ctx.parent is not None else {}
+    _header("=== Tark Authentication ===")
+    target = find_target(Registry(paths.plugins_dir()), name, need_oauth=True)
+    _login(target, no_browser or parent.get("no_browser", False),
+           timeout_s if timeout_s is not None else parent.get("timeout_s"),
+           min_poll_s if min_poll_s is not None else parent.get("min_poll_s"))
+
+
+def _browser_opener(no_browser: bool) -> Any:
+    if no_browser or os.environ.get(NO_BROWSER_ENV) == "1" or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return None
+
+    def open_url(url: str) -> bool:
+        try:
+            return webbrowser.open(url)
+        except webbrowser.Error:
+            return False
+
+    return open_url
+
+
+def _login(target: AuthTarget, no_browser: bool, timeout_s: float | None, min_poll_s: float | None) -> None:
+    click.echo(f"Authenticating with: {target.provider_id}")
+    poll = PollSettings(min_interval_s=DEFAULT_MIN_INTERVAL_S if min_poll_s is None else min_poll_s)
+    options = FlowOptions(open_browser=_browser_opener(no_browser), timeout_s=timeout_s, poll=poll)
+    try:
+        with open_supervisor() as supervisor:
+            result = authenticate(target, supervisor, click.echo, options)
+    except (OAuthError, CredentialsError, CallRefused, ControlError) as exc:
+        raise AuthFailed(str(exc)) from None
+    except OSError as exc:
+        detail = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+        raise AuthFailed(detail) from None
+    click.echo("✅ Successfully authenticated!")
+    click.echo(f"Credentials saved to: {result.credentials_path}")
+    click.echo("You can now use this provider:")
+    click.echo(f"  tark chat --provider {target.provider_id}")
+
+
+@auth_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of text.")
+def status_command(as_json: bool) -> None:
+    """Show every enabled provider and auth plugin: stored credentials, expiry and the plugin's own status."""
+    plugins = auth_plugins(Registry(paths.plugins_dir()))
+    with open_supervisor() as supervisor:
+        statuses = [auth_status(plugin, supervisor) for plugin in plugins]
+    if as_json:
+        print_json([s.to_json() for s in statuses])
+        return
+    _header("=== Authentication Status ===")
+    if not statuses:
+        click.echo("No provider or auth plugins installed.")
+    for status in statuses:
+        _print_status(status)
+    click.echo("")
+    click.echo("Authenticate with: tark auth <provider>")
+    click.echo("Logout with: tark auth logout <provider>")
+
+
+def _print_status(status: AuthStatus) -> None:
+    ok = status.has_credentials and status.plugin_status in (None, "authenticated", "not required")
+    expired = status.expires_at is not None and status.expires_at <= time.time()
+    mark = "✅" if ok and not expired else "❌"
+    click.echo(f"{mark} {', '.join(status.providers)} - {status.display_name} (plugin {status.plugin})")
+    if status.oauth_flow is None and not status.has_credentials:
+        click.echo("     Credentials: none (no [oauth] section)")
+    elif status.has_credentials:
+        click.echo(f"     Credentials: {status.credentials_path}")
+    else:
+        click.echo(f"     Credentials: not signed in ({status.oauth_flow}; expected at {status.credentials_path})")
+    if status.expires_at is not None:
+        moment = datetime.datetime.fromtimestamp(status.expires_at, datetime.timezone.utc)
+        click.echo(f"     {'Expired' if expired else 'Expires'}: {moment.isoformat(timespec='seconds')}")
+    if status.plugin_status is not None:
+        click.echo(f"     Plugin reports: {status.plugin_status}")
+    for problem in status.problems:
+        click.echo(f"     Problem: {problem}")
+
+
+@auth_group.command("logout")
+@click.argument("name")
+def logout_command(name: str) -> None:
+    """Delete the stored credentials of provider NAME and tell the plugin to forget them."""
+    target = find_target(Registry(paths.plugins_dir()), name, need_oauth=False)
+    with open_supervisor() as supervisor:
+        result = logout(target.plugin, supervisor)
+    if result.deleted is not None:
+        click.echo(f"✅ Cleared {target.display_name} OAuth credentials")
+        click.echo(f"   Deleted: {result.deleted}")
+    else:
+        click.echo(f"No credentials found for {target.display_name}")
+    if result.plugin_problem is not None:
+        warn(result.plugin_problem)
+        raise click.exceptions.Exit(1)
