@@ -52,7 +52,8 @@ class OpenAIServer:
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = False  # server_close joins the handler threads: none are left behind
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="openai-server", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="openai-server", daemon=True)
 
     @property
     def port(self) -> int:
@@ -111,6 +112,8 @@ def _handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Connection", "close")  # one request per connection: no idle keep-alive to reset
+            self.close_connection = True
             self.end_headers()
             try:
                 self.wfile.write(payload)

@@ -13,6 +13,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+import psutil
 import pytest
 
 from policy.manifest import Capabilities
@@ -235,13 +236,13 @@ def test_repl_keeps_the_history_and_reset_clears_it(cli, tmp_path, tark_argv):
     assert "Chatting with probe (model probe-large, adapter mode)" in done.stderr
 
 
-def test_repl_ends_at_end_of_input_and_with_quit(echo_provider, tark_argv):
-    done = repl(tark_argv, "--provider", "echo-provider", stdin="one\ntwo")
-    assert done.returncode == 0 and done.stdout == "> one\n> two\n> \n"
-    assert repl(tark_argv, "--provider", "echo", stdin="/quit\nthree\n").stdout == "> "
+def test_repl_ends_at_end_of_input_and_with_quit(echo_provider, cli):
+    done = cli("chat", "--provider", "echo-provider", input="one\ntwo")
+    assert done.exit_code == 0 and done.stdout == "> one\n> two\n> \n"
+    assert cli("chat", "--provider", "echo", input="/quit\nthree\n").stdout == "> "
 
 
-def test_a_failed_turn_is_reported_and_the_repl_goes_on(cli, tmp_path, tark_argv):
+def test_a_failed_turn_is_reported_and_the_repl_goes_on(cli, tmp_path):
     # the plugin traps on a conversation of more than one message: the first turn works, the second fails
     body = provider_exports() + data(1024, '{"text":"fine"}') + f"""
   (func (export "provider_chat") {CHAT_PARAMS} (param $ret i32) (result i32)
@@ -249,8 +250,8 @@ def test_a_failed_turn_is_reported_and_the_repl_goes_on(cli, tmp_path, tark_argv
     (memory.copy (local.get $ret) (i32.const 1024) (i32.const 15)) (i32.const 15))
 """
     install_guest(cli, tmp_path, "fragile", body)
-    done = repl(tark_argv, "--provider", "fragile", stdin="a\nb\n/reset\nc\n")
-    assert done.returncode == 0
+    done = cli("chat", "--provider", "fragile", input="a\nb\n/reset\nc\n")
+    assert done.exit_code == 0
     assert done.stdout == "> fine\n> > Conversation cleared.\n> fine\n> \n"
     assert "Error: Plugin 'fragile' crashed during 'provider_chat'" in done.stderr
     assert "Traceback" not in done.stderr
@@ -383,11 +384,10 @@ def test_auth_only_provider_talks_to_the_model_api_with_the_plugins_token(cli, b
     assert request.body == {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}
 
 
-def test_auth_only_repl_sends_the_whole_conversation_and_the_chosen_model(cli, built_examples, tmp_path, server,
-                                                                          tark_argv):
+def test_auth_only_repl_sends_the_whole_conversation_and_the_chosen_model(cli, built_examples, tmp_path, server):
     hello_auth(cli, built_examples, tmp_path, http=[f"http://127.0.0.1:{server.port}"])
-    done = repl(tark_argv, "--provider", "hello-auth", "--model", "m-2", "--system", "sys", stdin="one\ntwo\n")
-    assert done.returncode == 0, done.stderr
+    done = cli("chat", "--provider", "hello-auth", "--model", "m-2", "--system", "sys", input="one\ntwo\n")
+    assert done.exit_code == 0, done.output
     assert done.stdout == "> m-2 heard: one\n> m-2 heard: two\n> \n"
     assert [r.body["messages"] for r in server.requests] == [
         [{"role": "system", "content": "sys"}, {"role": "user", "content": "one"}],
@@ -509,3 +509,18 @@ def test_auth_only_failure_falls_back_to_the_plugins_own_chat_with_a_warning(cli
     assert "Warning: Plugin provider 'both' uses api_mode 'cloud_code_assist'" in result.stderr
     assert "Falling back to the plugin's own provider_chat (adapter mode)." in result.stderr
 
+
+
+def test_chat_through_the_daemon_runs_in_a_worker_of_the_daemon(cli, tmp_path, run_tark):
+    install_guest(cli, tmp_path, "probe", PROBE)
+    save_credentials(Registry(paths.plugins_dir()).get("probe"), '{"t":1}')
+    started = run_tark("supervisor", "start")
+    assert started.returncode == 0, started.stderr
+    try:
+        reply = chat_json(cli, "--provider", "probe", "hi")
+        assert reply["text"] == f"model=probe-large bytes={messages_bytes(('user', 'hi'))} creds={{\"t\":1}}"
+        state = json.loads(run_tark("supervisor", "status", "--json").stdout)
+        assert state["running"] is True
+        assert reply["worker_pid"] in {p.pid for p in psutil.Process(state["pid"]).children(recursive=True)}
+    finally:
+        assert run_tark("supervisor", "stop").returncode == 0
