@@ -29,12 +29,13 @@ class ControlError(Exception):
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True):
-    op: str  # "ping" | "call" | "exports" | "end_instance" | "status" | "shutdown"
+    op: str  # "ping" | "call" | "exports" | "end_instance" | "status" | "shutdown" | "channel_*"
     plugin: str = ""
     export: str = ""
     args: list[str] = []
     timeout_s: float | None = None
     instance: str = "fresh"
+    poll_ms: int | None = None  # channel_start: the poll interval
 
 
 class Reply(msgspec.Struct):

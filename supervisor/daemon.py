@@ -15,6 +15,9 @@ from typing import Callable
 import attrs
 
 from supervisor import paths
+from supervisor.channels.operations import ChannelError
+from supervisor.channels.service import CHANNEL_OPERATIONS, ChannelService, WebhookConfig
+from supervisor.credentials import CredentialsError
 from supervisor.control import PID_NAME, ControlError, ControlServer, DaemonClient, Reply, Request, socket_path
 from policy.errors import PolicyError
 from supervisor.modules import ModuleCompileError
@@ -26,7 +29,8 @@ log = logging.getLogger(__name__)
 
 
 # Errors the caller caused (unknown plugin, bad arguments...): the client re-raises them as CallRefused.
-USER_ERRORS = (CallRefused, RegistryError, PolicyError, PluginLoadError, ModuleCompileError)
+USER_ERRORS = (CallRefused, RegistryError, PolicyError, PluginLoadError, ModuleCompileError, ChannelError,
+               CredentialsError)
 
 
 PLUGIN_OPERATIONS: dict[str, Callable[[Supervisor, Request], Reply]] = {
@@ -41,11 +45,13 @@ class DaemonError(Exception):
     """The daemon could not be started or stopped."""
 
 
-def serve(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0) -> None:
+def serve(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0,
+          webhook: WebhookConfig = WebhookConfig()) -> None:
     """Run the daemon in the foreground until `shutdown` or SIGTERM/SIGINT (systemd runs this)."""
     runtime_dir = runtime_dir or paths.runtime_dir()
     stop = threading.Event()
-    with Supervisor(runtime_dir=runtime_dir, idle_timeout_s=idle_timeout_s) as supervisor:
+    with Supervisor(runtime_dir=runtime_dir, idle_timeout_s=idle_timeout_s) as supervisor, \
+            ChannelService(supervisor, supervisor.registry, webhook) as channels:
 
         def handle(request: Request) -> Reply:
             if request.op == "ping":
@@ -56,9 +62,12 @@ def serve(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0) -> 
                 stop.set()
                 return Reply(ok=True, pid=os.getpid())
             operation = PLUGIN_OPERATIONS.get(request.op)
-            if operation is None:
+            channel_operation = CHANNEL_OPERATIONS.get(request.op)
+            if operation is None and channel_operation is None:
                 return Reply(ok=False, error=f"unknown control operation '{request.op}'")
             try:
+                if channel_operation is not None:
+                    return channel_operation(channels, request)
                 return operation(supervisor, request)
             except USER_ERRORS as exc:
                 return Reply(ok=False, refused=True, error=str(exc))
@@ -99,7 +108,7 @@ def running_client(runtime_dir: Path | None = None) -> DaemonClient | None:
 
 
 def start_background(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0,
-                     wait_s: float = 15.0) -> int:
+                     wait_s: float = 15.0, webhook_args: tuple[str, ...] = ()) -> int:
     """Start the daemon as a detached process; returns its pid once it answers on the control socket."""
     runtime_dir = runtime_dir or paths.runtime_dir()
     existing = running_client(runtime_dir)
@@ -110,14 +119,15 @@ def start_background(runtime_dir: Path | None = None, *, idle_timeout_s: float =
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "supervisor.cli.main", "supervisor", "start", "--foreground",
-             "--idle-timeout", str(idle_timeout_s)],
+             "--idle-timeout", str(idle_timeout_s), *webhook_args],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True,
             env={**os.environ, "TARK_RUNTIME_DIR": str(runtime_dir)},
         )
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise DaemonError(f"the supervisor daemon exited with code {process.returncode}; see {log_path}")
+            raise DaemonError(f"the supervisor daemon exited with code {process.returncode}{_last_error(log_path)};"
+                              f" see {log_path}")
         client = running_client(runtime_dir)
         if client is not None:
             with client:
@@ -142,6 +152,16 @@ def stop_running(runtime_dir: Path | None = None, wait_s: float = 15.0) -> int |
             return pid
         time.sleep(0.05)
     raise DaemonError(f"the supervisor daemon (pid {pid}) did not stop within {wait_s:.0f} s")
+
+
+def _last_error(log_path: Path) -> str:
+    """The daemon's last `Error: ...` line (e.g. a webhook port in use), for the message of a failed start."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()[-20:]
+    except OSError:
+        return ""
+    errors = [line for line in lines if line.startswith("Error: ")]
+    return f" ({errors[-1][len('Error: '):]})" if errors else ""
 
 
 def _alive(pid: int) -> bool:

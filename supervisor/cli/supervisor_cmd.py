@@ -6,13 +6,16 @@ import click
 import psutil
 
 from supervisor import paths
+from supervisor.channels.client import channel_request
+from supervisor.channels.service import WebhookConfig
+from supervisor.channels.webhook import DEFAULT_HOST, DEFAULT_PORT, WebhookListenError
 from supervisor.cli.output import header, make_console, print_json
 from supervisor.control import socket_path
 from supervisor.daemon import DaemonError, running_client, serve, start_background, stop_running
 
 
 def register(cli: click.Group) -> None:
-    cli.add_user_errors(DaemonError)  # type: ignore[attr-defined]
+    cli.add_user_errors(DaemonError, WebhookListenError)  # type: ignore[attr-defined]
     cli.add_command(supervisor_group)
 
 
@@ -25,15 +28,22 @@ def supervisor_group() -> None:
 @click.option("--foreground", is_flag=True, help="Run in this process (for systemd); stop with SIGTERM.")
 @click.option("--idle-timeout", "idle_timeout_s", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
               help="Stop a plugin's worker after this many idle seconds.")
-def start_command(foreground: bool, idle_timeout_s: float) -> None:
-    """Start the daemon."""
+@click.option("--webhook-port", type=click.IntRange(0, 65535), default=None,
+              help=f"Port for channel webhooks [default: {DEFAULT_PORT}; 0 = any free port].")
+@click.option("--webhook-host", default=DEFAULT_HOST, show_default=True,
+              help="Address for channel webhooks; anything but loopback exposes them to the network.")
+def start_command(foreground: bool, idle_timeout_s: float, webhook_port: int | None, webhook_host: str) -> None:
+    """Start the daemon (it also runs started channels and serves their webhooks)."""
     runtime_dir = paths.runtime_dir()
+    webhook = WebhookConfig(webhook_host, DEFAULT_PORT if webhook_port is None else webhook_port,
+                            explicit=webhook_port is not None or webhook_host != DEFAULT_HOST)
     if foreground:
         if running_client(runtime_dir) is not None:
             raise DaemonError("a supervisor daemon is already running; stop it first: tark supervisor stop")
-        serve(runtime_dir, idle_timeout_s=idle_timeout_s)
+        serve(runtime_dir, idle_timeout_s=idle_timeout_s, webhook=webhook)
         return
-    pid = start_background(runtime_dir, idle_timeout_s=idle_timeout_s)
+    webhook_args = ("--webhook-host", webhook_host) + (() if webhook_port is None else ("--webhook-port", str(webhook_port)))
+    pid = start_background(runtime_dir, idle_timeout_s=idle_timeout_s, webhook_args=webhook_args)
     click.echo(f"✅ Supervisor daemon started (pid {pid})")
     click.echo(f"Control socket: {socket_path(runtime_dir)}")
 
@@ -56,20 +66,25 @@ def status_command(as_json: bool) -> None:
     client = running_client(runtime_dir)
     if client is None:
         if as_json:
-            print_json({"running": False, "pid": None, "socket": str(socket_path(runtime_dir)), "workers": []})
+            print_json({"running": False, "pid": None, "socket": str(socket_path(runtime_dir)), "workers": [],
+                        "webhook": None})
         else:
             click.echo("Supervisor daemon: not running (commands run an embedded supervisor)")
         return
     with client:
         pid = client.ping()
         workers = [_with_usage(w) for w in client.status()]
+        webhook = channel_request(client, "channel_status")["webhook"]
     if as_json:
-        print_json({"running": True, "pid": pid, "socket": str(socket_path(runtime_dir)), "workers": workers})
+        print_json({"running": True, "pid": pid, "socket": str(socket_path(runtime_dir)), "workers": workers,
+                    "webhook": webhook})
         return
     console = make_console()
     header(console, "=== Supervisor ===")
     console.print(f"Daemon:  running (pid {pid})")
     console.print(f"Socket:  {socket_path(runtime_dir)}")
+    console.print(f"Webhooks: {webhook['url']}/channels/<plugin_id>/webhook" if webhook["url"]
+                  else f"Webhooks: not served ({webhook['error']})")
     if not workers:
         console.print("Workers: none running")
     for w in workers:

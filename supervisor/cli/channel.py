@@ -1,0 +1,158 @@
+"""`tark channel start|stop|send|status`: channel plugins, run by the supervisor daemon.
+
+start/stop/status talk to the daemon (its poll loops and webhook listener outlive any CLI process); without a
+daemon they fail with the hint `tark supervisor start`. `send` works either way (a fresh instance, tark's rule).
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import click
+
+from supervisor import paths
+from supervisor.channels import operations as ops
+from supervisor.channels.client import channel_request
+from supervisor.channels.manager import DEFAULT_POLL_MS
+from supervisor.channels.messages import ChannelDataError
+from supervisor.cli.connect import open_supervisor
+from supervisor.cli.output import header, make_console, print_json
+from supervisor.control import ControlError, DaemonClient
+from supervisor.credentials import CredentialsError
+from supervisor.daemon import running_client
+from supervisor.registry import Registry
+from supervisor.supervisor import CallRefused
+
+NO_DAEMON = ("No supervisor daemon is running; channels run in the daemon. Start it with: tark supervisor start"
+             " (see tark supervisor start --help for --webhook-port)")
+INBOX_SHOWN = 5
+
+
+def register(cli: click.Group) -> None:
+    cli.add_user_errors(ops.ChannelError, ChannelDataError, CredentialsError, CallRefused,  # type: ignore[attr-defined]
+                        ControlError)
+    cli.add_command(channel_group)
+
+
+@click.group("channel")
+def channel_group() -> None:
+    """Run channel plugins: poll loops and webhooks in the supervisor daemon, and sending messages."""
+
+
+def _daemon() -> DaemonClient:
+    client = running_client(paths.runtime_dir())
+    if client is None:
+        raise click.ClickException(NO_DAEMON)
+    return client
+
+
+@channel_group.command("start")
+@click.argument("name")
+@click.option("--poll-ms", type=click.IntRange(min=1), default=DEFAULT_POLL_MS, show_default=True,
+              help="Interval between channel_poll calls.")
+@click.option("--json", "as_json", is_flag=True, help="Print the channel's status as JSON.")
+def start_command(name: str, poll_ms: int, as_json: bool) -> None:
+    """Start channel plugin NAME in the daemon: auth init, channel_start, then its poll loop and webhook."""
+    with _daemon() as client:
+        document = channel_request(client, "channel_start", name, poll_ms=poll_ms)
+    if as_json:
+        print_json(document)
+        return
+    (channel,) = document["channels"]
+    click.echo(f"✅ Started channel {name} (worker pid {channel['worker_pid']})")
+    _echo_endpoints(channel, document["webhook"])
+
+
+@channel_group.command("stop")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the channel's status as JSON.")
+def stop_command(name: str, as_json: bool) -> None:
+    """Stop channel NAME: end its poll loop, call channel_stop, drop its instance."""
+    with _daemon() as client:
+        document = channel_request(client, "channel_stop", name)
+    if as_json:
+        print_json(document)
+        return
+    click.echo(f"✅ Stopped channel {name}")
+
+
+@channel_group.command("status")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def status_command(name: str | None, as_json: bool) -> None:
+    """Show each channel started in the daemon: state, webhook URL, polls, inbound messages, restarts, errors."""
+    client = running_client(paths.runtime_dir())
+    if client is None:
+        if name is not None:
+            raise click.ClickException(NO_DAEMON)
+        if as_json:
+            print_json({"daemon": False, "webhook": None, "channels": []})
+        else:
+            click.echo(NO_DAEMON)
+        return
+    with client:
+        document = channel_request(client, "channel_status", name or "")
+    if as_json:
+        print_json({"daemon": True, **document})
+        return
+    console = make_console()
+    header(console, "=== Channels ===")
+    webhook = document["webhook"]
+    console.print(f"Webhooks: {webhook['url']}" if webhook["url"] else f"Webhooks: not served ({webhook['error']})")
+    if not document["channels"]:
+        console.print("No channels started. Start one with: tark channel start <plugin>")
+    for channel in document["channels"]:
+        console.print("")
+        console.print(f"{channel['name']} ({channel['display_name']}): {channel['state']}"
+                      + (f", worker pid {channel['worker_pid']}" if channel["worker_pid"] else ""))
+        if channel["webhook_url"]:
+            console.print(f"  Webhook:  {channel['webhook_url']}")
+        polling = f"every {channel['poll_ms']} ms, {channel['polls']} polls" if channel["polling"] else "no channel_poll"
+        console.print(f"  Polling:  {polling}")
+        console.print(f"  Webhooks: {channel['webhooks']}   Inbound: {channel['inbound']}   "
+                      f"Restarts: {channel['restarts']}")
+        if channel["last_error"]:
+            console.print(f"  Last error: {channel['last_error']}")
+        for entry in channel["inbox"][-INBOX_SHOWN:]:
+            when = datetime.datetime.fromtimestamp(entry["received_at"]).strftime("%H:%M:%S")
+            console.print(f"  {when} [{entry['source']}] {entry['conversation_id']}/{entry['user_id']}: "
+                          f"{_one_line(entry['text'])}")
+
+
+@channel_group.command("send")
+@click.argument("name")
+@click.argument("text")
+@click.option("--conversation", "conversation_id", required=True, help="The conversation (chat, channel) to send to.")
+@click.option("--message-id", default=None, help="The message this text belongs to (edits, streaming).")
+@click.option("--not-final", is_flag=True, help="A partial text (is_final=false): sent as one piece, not split.")
+@click.option("--metadata", "metadata_json", default="", help="metadata_json passed to the plugin as is.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def send_command(name: str, text: str, conversation_id: str, message_id: str | None, not_final: bool,
+                 metadata_json: str, as_json: bool) -> None:
+    """Send TEXT to a conversation through channel plugin NAME (final texts over 1800 bytes go in parts)."""
+    registry = Registry(paths.plugins_dir())
+    with open_supervisor() as supervisor:
+        channel = ops.inspect(supervisor, registry, name)
+        report = ops.send(supervisor, channel, conversation_id, text, message_id=message_id, is_final=not not_final,
+                          metadata_json=metadata_json)
+    if as_json:
+        print_json({"channel": name, "conversation_id": report.conversation_id,
+                    "message_ids": list(report.message_ids), "chunk_bytes": list(report.chunk_bytes)})
+        return
+    first = report.message_ids[0]
+    parts = f" in {len(report.message_ids)} parts" if len(report.message_ids) > 1 else ""
+    click.echo(f"✅ Sent to {conversation_id}{parts}" + (f" (message {first})" if first is not None else ""))
+
+
+def _echo_endpoints(channel: dict[str, Any], webhook: dict[str, Any]) -> None:
+    if channel["webhook_url"]:
+        click.echo(f"Webhook: {channel['webhook_url']}")
+    else:
+        click.echo(f"Webhook: not served ({webhook['error']})")
+    click.echo(f"Polling: every {channel['poll_ms']} ms" if channel["polling"] else "Polling: no channel_poll export")
+
+
+def _one_line(text: str, width: int = 100) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
