@@ -365,6 +365,53 @@ def test_an_explicit_busy_webhook_port_fails_the_start(cli, run_tark) -> None:
     assert tark_json(cli, "supervisor", "status")["running"] is False
 
 
+OAUTH = """
+[oauth]
+flow = "pkce"
+auth_url = "https://auth.example.invalid/authorize"
+token_url = "https://auth.example.invalid/token"
+client_id = "tark"
+scopes = ["chat"]
+redirect_uri = "http://127.0.0.1:8976/callback"
+"""
+_ok_send, _ok_send_len = wat_data(4000, '{"success":true,"message_id":"a1","error":null}')
+# Every operation first needs channel_auth_init on its own instance: start, poll, webhook and send fail without it.
+AUTHED = probe_body(info=info("authed"), poll=POLL_ONCE, webhook=WEBHOOK_RECORD, send=f"""{_ok_send}
+  (func (export "channel_send") (param $in i32) (param $len i32) (param $ret i32) (result i32)
+    (if (i32.eqz (global.get $authed)) (then (return (i32.const -9))))
+    (memory.copy (local.get $ret) (i32.const 4000) (i32.const {_ok_send_len})) (i32.const {_ok_send_len}))""").replace(
+    "(func (export \"channel_start\") (result i32)",
+    """(global $authed (mut i32) (i32.const 0))
+  (func (export "channel_auth_init") (param $p i32) (param $l i32) (result i32)
+    (global.set $authed (i32.const 1)) (drop (call $storage_set (i32.const 4100) (i32.const 5) (local.get $p) (local.get $l)))
+    (i32.const 0))
+  (data (i32.const 4100) "creds")
+  (func (export "channel_start") (result i32) (if (i32.eqz (global.get $authed)) (then (return (i32.const -9))))""").replace(
+    "(func (export \"channel_handle_webhook\") (param $in i32) (param $len i32) (param $ret i32) (result i32)",
+    "(func (export \"channel_handle_webhook\") (param $in i32) (param $len i32) (param $ret i32) (result i32)\n"
+    "    (if (i32.eqz (global.get $authed)) (then (return (i32.const -9))))")
+
+
+def test_stored_credentials_reach_channel_auth_init_before_every_operation(tmp_path: Path, cli, daemon) -> None:
+    make_guest(tmp_path / "authed", AUTHED, name="authed", type="channel", capabilities="storage = true")
+    manifest = tmp_path / "authed" / "plugin.toml"
+    manifest.write_text(manifest.read_text() + OAUTH)
+    assert cli("plugin", "add", str(tmp_path / "authed")).exit_code == 0
+    done = cli("channel", "start", "authed")
+    assert done.exit_code == 1 and done.stderr == "Error: Channel start failed with error code: -9\n"  # no credentials
+
+    credentials = Path(os.environ["TARK_CONFIG_DIR"]) / "authed_oauth.json"
+    credentials.parent.mkdir(parents=True, exist_ok=True)
+    credentials.write_text('{"tokens":{"access_token":"t0k"}}')
+    assert cli("channel", "start", "authed", "--poll-ms", "20").exit_code == 0
+    assert stored(cli, "authed", "creds") == '{"tokens":{"access_token":"t0k"}}'
+    state = wait_for(lambda: (s := channel(cli, "authed"))["inbound"] == 1 and s)  # the kept instance polls
+    assert httpx.post(state["webhook_url"], content="x").status_code == 201  # the webhook's own instance
+    sent = cli("channel", "send", "authed", "--conversation", "c", "hi")
+    assert sent.exit_code == 0 and sent.stdout == "✅ Sent to c (message a1)\n"
+    assert channel(cli, "authed")["last_error"] is None
+
+
 # ---------------------------------------------------------------------------------------------- pure parts
 
 def test_split_text_cuts_between_characters() -> None:
