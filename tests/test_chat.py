@@ -219,10 +219,10 @@ def test_system_prompt_goes_first(cli, tmp_path):
     assert reply["text"].split()[1] == f"bytes={messages_bytes(('system', 'be brief'), ('user', 'hi'))}"
 
 
-def test_repl_keeps_the_history_and_reset_clears_it(cli, tmp_path, tark_argv):
+def test_repl_keeps_the_history_and_reset_clears_it(cli, tmp_path):
     install_guest(cli, tmp_path, "probe", PROBE)
-    done = repl(tark_argv, "--provider", "probe", stdin="first\n\nsecond\n/reset\nthird\n/exit\nnever sent\n")
-    assert done.returncode == 0, done.stderr
+    done = cli("chat", "--provider", "probe", input="first\n\nsecond\n/reset\nthird\n/exit\nnever sent\n")
+    assert done.exit_code == 0, done.output
     first = messages_bytes(("user", "first"))
     second = messages_bytes(("user", "first"), ("assistant", f"model=probe-large bytes={first} creds="),
                             ("user", "second"))
@@ -234,6 +234,18 @@ def test_repl_keeps_the_history_and_reset_clears_it(cli, tmp_path, tark_argv):
         "> ",  # /exit: nothing after it is read
     ]
     assert "Chatting with probe (model probe-large, adapter mode)" in done.stderr
+
+
+def test_echo_provider_repl_in_a_subprocess_sends_the_history(echo_provider, tark_argv):
+    done = repl(tark_argv, "--provider", "echo", "--json", stdin="one\ntwo\n")
+    assert done.returncode == 0, done.stderr
+    first, second = (json.loads(line.removeprefix("> ")) for line in done.stdout.splitlines()[:2])
+    assert (first["text"], second["text"]) == ("one", "two")
+    # echo-provider counts input tokens as (bytes of the messages JSON) / 4 + 1
+    history = [("user", "one"), ("assistant", "one"), ("user", "two")]
+    assert first["usage"]["input_tokens"] == messages_bytes(history[0]) // 4 + 1
+    assert second["usage"]["input_tokens"] == messages_bytes(*history) // 4 + 1
+    assert first["worker_pid"] == second["worker_pid"] != os.getpid()
 
 
 def test_repl_ends_at_end_of_input_and_with_quit(echo_provider, cli):
@@ -260,12 +272,12 @@ def test_a_failed_turn_is_reported_and_the_repl_goes_on(cli, tmp_path):
 # --------------------------------------------------------------------------- credentials and provider_auth_init
 
 
-def test_stored_credentials_go_to_provider_auth_init_in_the_instance_of_every_turn(cli, tmp_path, tark_argv):
+def test_stored_credentials_go_to_provider_auth_init_in_the_instance_of_every_turn(cli, tmp_path):
     install_guest(cli, tmp_path, "probe", PROBE)
     credentials = '{"access_token":"secret \\"quoted\\"","refresh_token":"r-1"}'
     save_credentials(Registry(paths.plugins_dir()).get("probe"), credentials)
-    done = repl(tark_argv, "--provider", "probe", stdin="one\ntwo\n")
-    assert done.returncode == 0, done.stderr
+    done = cli("chat", "--provider", "probe", input="one\ntwo\n")
+    assert done.exit_code == 0, done.output
     replies = [line.removeprefix("> ") for line in done.stdout.splitlines()[:2]]
     assert all(reply.endswith(f" creds={credentials}") for reply in replies), replies
 
@@ -333,6 +345,13 @@ def test_a_provider_without_chat_exports_names_what_is_missing(cli, tmp_path):
 
 
 # --------------------------------------------------------------------------- selection
+
+
+def test_unknown_provider_without_any_installed_says_how_to_add_one(cli):
+    result = cli("chat", "--provider", "echo", "hi")
+    assert result.exit_code == 1
+    assert result.output == ("Error: Unknown LLM provider: echo. Supported: (no built-in providers)\n"
+                             "Plugin providers: none installed (add one with: tark plugin add <source>)\n")
 
 
 def test_unknown_provider_lists_the_enabled_plugin_providers(echo_provider, cli, tmp_path):
