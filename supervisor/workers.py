@@ -4,7 +4,8 @@ A call is driven by the calling thread, one call at a time per worker: send Invo
 and its process sentinel together, answer each host request inline through the plugin's HostHandler, and finish on
 InvokeResult. The worker is untrusted: a message that fails decoding, a result for another call or a result that
 breaks the rules the supervisor set (buffer capacity) gets the worker killed. A dead worker fails its call at once
-(sentinel) and is replaced on the next call.
+(sentinel) and is replaced on the next call, after the backoff of the pool's RestartPolicy; too many crashes in its
+period park the plugin (calls fail at once) until `reset(name)`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import attrs
 import multiprocess
 import zmq
 
+from policy.restart import Parked, RestartPolicy, StartAfter, decide, recent
 from supervisor.modules import ModuleCache, ModuleCompileError
 from supervisor.plugin import InstalledPlugin
 from worker import protocol
@@ -41,6 +43,8 @@ WORKER_DIED = "worker_died"
 TIMEOUT = "timeout"
 INVALID_MESSAGE = "invalid_message"
 START_FAILED = "start_failed"
+PARKED = "parked"
+RESTARTING = "restarting"
 
 
 class HostHandler(Protocol):
@@ -97,13 +101,15 @@ class WorkerStatus:
 
 
 class _Fail(Exception):
-    """Ends a call with an error outcome; `kill` = the worker can no longer be trusted or used."""
+    """Ends a call with an error outcome; `kill` = the worker can no longer be trusted or used; `crash` = a worker
+    ended abnormally (counts against the restart policy; a kill always does)."""
 
-    def __init__(self, kind: str, message: str, *, kill: bool) -> None:
+    def __init__(self, kind: str, message: str, *, kill: bool, crash: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.kill = kill
+        self.crash = crash or kill
 
 
 @attrs.define
@@ -133,6 +139,8 @@ class _Slot:
     calls: int = 0
     restarts: int = 0
     crashed: bool = False  # the last worker ended abnormally; the next start counts as a restart
+    crash_times: list[float] = attrs.field(factory=list)  # monotonic, only those the restart policy still counts
+    parked: str | None = None  # why calls fail at once until reset()
     last_error: str | None = None
     last_used: float = attrs.field(factory=time.monotonic)
 
@@ -148,6 +156,7 @@ class WorkerPool:
         start_timeout_s: float = 10,
         call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
         limits: Callable[[InstalledPlugin], WorkerLimits] | None = None,
+        restart: RestartPolicy = RestartPolicy(),
         worker_entry: Callable[[bytes], None] = run,
     ) -> None:
         self._runtime_dir = Path(runtime_dir)
@@ -157,6 +166,7 @@ class WorkerPool:
         self._start_timeout_s = start_timeout_s
         self._call_timeout_s = call_timeout_s
         self._limits = limits or (lambda plugin: WorkerLimits())
+        self._restart = restart
         self._worker_entry = worker_entry  # tests substitute a misbehaving worker here
         self._context = zmq.Context()
         self._mp = _process_context()
@@ -188,7 +198,7 @@ class WorkerPool:
             slot.calls += 1
             worker: _Worker | None = None
             try:
-                worker = self._ensure_worker(slot, plugin)
+                worker = self._ensure_worker(slot, plugin, timeout_s or self._call_timeout_s)
                 invoke = protocol.Invoke(
                     call_id=self._next_call_id(),
                     export=export,
@@ -199,8 +209,10 @@ class WorkerPool:
                 result = self._drive(worker, invoke, timeout_s or self._call_timeout_s)
             except _Fail as failure:
                 if failure.kill and slot.worker is not None:
-                    self._discard(slot, crashed=True)
+                    self._discard(slot)
                 slot.last_error = failure.message
+                if failure.crash:
+                    self._record_crash(slot, failure.message)
                 return CallOutcome(None, None, failure.kind, failure.message, worker and worker.pid, _since(started))
             finally:
                 slot.last_used = time.monotonic()
@@ -217,6 +229,14 @@ class WorkerPool:
             if slot.worker is not None and slot.worker.process.is_alive():
                 slot.worker.send(protocol.EndInstance(instance=instance))
 
+    def reset(self, name: str) -> None:
+        """Forget a plugin's crashes: a parked plugin may start again (`tark plugin enable`)."""
+        slot = self._slot(name)
+        with slot.lock:
+            slot.crash_times.clear()
+            slot.parked = None
+            slot.crashed = False
+
     def stop(self, name: str) -> None:
         with self._slots_lock:
             slot = self._slots.get(name)
@@ -231,7 +251,10 @@ class WorkerPool:
         for slot in slots:
             worker = slot.worker
             alive = worker is not None and worker.process.is_alive()
-            state = "running" if alive else ("crashed" if slot.crashed or worker is not None else "stopped")
+            if slot.parked is not None:
+                state = "crashed"
+            else:
+                state = "running" if alive else ("crashed" if slot.crashed or worker is not None else "stopped")
             statuses.append(
                 WorkerStatus(slot.name, worker.pid if alive else None, state, slot.calls, slot.restarts, slot.last_error)
             )
@@ -352,21 +375,55 @@ class WorkerPool:
             self._call_ids += 1
             return self._call_ids
 
-    def _ensure_worker(self, slot: _Slot, plugin: InstalledPlugin) -> _Worker:
+    def _ensure_worker(self, slot: _Slot, plugin: InstalledPlugin, timeout_s: float) -> _Worker:
         worker = slot.worker
         if worker is not None and not worker.process.is_alive():
-            self._discard(slot, crashed=True)
+            message = self._death_message(worker, "while idle")
+            self._discard(slot)
+            slot.last_error = message
+            self._record_crash(slot, message)
             worker = None
         elif worker is not None and worker.plugin != plugin:  # reinstalled or updated: start over
             self._stop_worker(slot)
             worker = None
         if worker is None:
+            self._await_restart(slot, timeout_s)
             if slot.crashed:
                 slot.restarts += 1
             worker = self._start(plugin)
             slot.worker = worker
             slot.crashed = False
         return worker
+
+    def _record_crash(self, slot: _Slot, message: str) -> None:
+        now = time.monotonic()
+        slot.crashed = True
+        slot.crash_times[:] = recent(self._restart, [*slot.crash_times, now], now)[-(self._restart.intensity + 1):]
+        decision = decide(self._restart, slot.crash_times, now)
+        if isinstance(decision, Parked) and slot.parked is None:
+            slot.parked = (
+                f"plugin '{slot.name}' is parked after {decision.crashes} crashes in {decision.period_s:g} s;"
+                f" last error: {message}; run `tark plugin enable {slot.name}` or restart the supervisor"
+                " to start it again"
+            )
+            slot.last_error = slot.parked
+
+    def _await_restart(self, slot: _Slot, timeout_s: float) -> None:
+        """Apply the restart policy before a start: fail if parked, wait out the backoff after a crash."""
+        if slot.parked is not None:
+            raise _Fail(PARKED, slot.parked, kill=False)
+        decision = decide(self._restart, slot.crash_times, time.monotonic())
+        if not isinstance(decision, StartAfter):
+            return
+        if decision.delay_s > timeout_s:
+            raise _Fail(
+                RESTARTING,
+                f"plugin '{slot.name}' is restarting after a crash; its next start is in {decision.delay_s:.1f} s,"
+                f" after this call's {timeout_s:g} s timeout; try again then",
+                kill=False,
+            )
+        if self._closed.wait(decision.delay_s):
+            raise _Fail(START_FAILED, "the worker pool is closed", kill=False)
 
     def _start(self, plugin: InstalledPlugin) -> _Worker:
         try:
@@ -416,7 +473,10 @@ class WorkerPool:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise _Fail(START_FAILED, f"worker for plugin '{name}' did not start within {self._start_timeout_s:g} s", kill=False)
+                raise _Fail(
+                    START_FAILED, f"worker for plugin '{name}' did not start within {self._start_timeout_s:g} s",
+                    kill=False, crash=True,
+                )
             events = dict(poller.poll(remaining * 1000))
             if worker.socket in events:
                 frames = worker.socket.recv_multipart()
@@ -426,13 +486,13 @@ class WorkerPool:
                     message = protocol.decode_from_worker(frames[1])
                 except protocol.ProtocolError:
                     continue  # a stranger on our endpoint: ignore it
-                if isinstance(message, protocol.StartFailed):
+                if isinstance(message, protocol.StartFailed):  # a clear refusal (bad module, unknown import)
                     raise _Fail(START_FAILED, message.message, kill=False)
                 if isinstance(message, protocol.Ready) and message.pid == worker.process.pid:
                     worker.peer, worker.pid = frames[0], message.pid
                     return
             elif worker.process.sentinel in events:
-                raise _Fail(START_FAILED, self._death_message(worker, "while starting"), kill=False)
+                raise _Fail(START_FAILED, self._death_message(worker, "while starting"), kill=False, crash=True)
 
     def _stop_worker(self, slot: _Slot) -> None:
         """Graceful stop: Shutdown, then a kill if the worker does not exit within STOP_GRACE_S."""
@@ -447,9 +507,9 @@ class WorkerPool:
             worker.process.join(STOP_GRACE_S)
         self._terminate(worker)
 
-    def _discard(self, slot: _Slot, *, crashed: bool) -> None:
+    def _discard(self, slot: _Slot) -> None:
+        """Drop a worker that ended abnormally or can no longer be trusted (the caller records the crash)."""
         worker, slot.worker = slot.worker, None
-        slot.crashed = slot.crashed or crashed
         if worker is not None:
             self._terminate(worker)
 
