@@ -293,6 +293,11 @@ def test_trapping_poll_restarts_then_parks_without_disturbing_others(install, cl
     busy = cli("channel", "start", "probe")
     assert busy.exit_code == 1 and "Channel 'probe' is already running" in busy.stderr
 
+    # stopping the daemon stops every channel and its worker
+    assert run_tark("supervisor", "stop").returncode == 0
+    for pid in (daemon_pid, probe["worker_pid"]):
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
 
 def test_send_splits_long_final_texts(install, cli, run_tark) -> None:
     install("probe")  # no daemon: send runs on an embedded supervisor
@@ -453,10 +458,13 @@ def test_webhook_request_json_follows_the_abi() -> None:
 
 
 def test_restart_policy_backs_off_then_parks() -> None:
-    policy = RestartPolicy(intensity=2, period_s=10, backoff_initial_s=0.5, backoff_factor=2, backoff_max_s=0.8)
-    first = decide(policy, (), 1, now=100.0)
+    policy = RestartPolicy(intensity=3, period_s=10, backoff_initial_s=0.5, backoff_factor=2, backoff_max_s=1.5)
+    first = decide(policy, (), now=100.0)
     assert (first.park, first.delay_s) == (False, 0.5)
-    second = decide(policy, first.recent_failures, 2, now=101.0)
-    assert (second.park, second.delay_s) == (False, 0.8)
-    assert decide(policy, second.recent_failures, 3, now=102.0).park
-    assert not decide(policy, second.recent_failures, 3, now=115.0).park  # old failures left the window
+    second = decide(policy, first.recent_failures, now=101.0)
+    assert (second.park, second.delay_s) == (False, 1.0)
+    third = decide(policy, second.recent_failures, now=102.0)
+    assert (third.park, third.delay_s) == (False, 1.5)  # capped
+    assert decide(policy, third.recent_failures, now=103.0).park
+    later = decide(policy, third.recent_failures, now=111.5)  # the first two failures left the window
+    assert (later.park, later.delay_s, later.recent_failures) == (False, 1.0, (102.0, 111.5))

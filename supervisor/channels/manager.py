@@ -187,7 +187,6 @@ class ChannelManager:
     def _poll_loop(self, channel: _Channel) -> None:
         name = channel.name
         recent: tuple[float, ...] = ()
-        consecutive = 0
         restart_needed = False
         while not channel.stop.is_set():
             try:
@@ -211,11 +210,9 @@ class ChannelManager:
                 if result.error is not None:
                     log.warning("channel %s: %s", name, result.error)
                 self._record(channel, result.messages, "poll")
-                consecutive = 0
                 channel.stop.wait(channel.poll_ms / 1000)
             except Exception as exc:  # noqa: BLE001 - any failure restarts the instance, within the policy
-                consecutive += 1
-                decision = decide(self._policy, recent, consecutive, time.monotonic())
+                decision = decide(self._policy, recent, time.monotonic())
                 recent = decision.recent_failures
                 with contextlib.suppress(Exception):
                     self._api.end_instance(name, INSTANCE)

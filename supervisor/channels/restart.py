@@ -18,9 +18,10 @@ class RestartPolicy:
     backoff_factor: float = 2.0
     backoff_max_s: float = 10.0
 
-    def backoff(self, consecutive_failures: int) -> float:
-        """Delay before the restart that follows the n-th consecutive failure (n >= 1)."""
-        exponent = max(consecutive_failures - 1, 0)
+    def backoff(self, recent_failures: int) -> float:
+        """Delay before the restart that follows the n-th failure within the period (n >= 1). Counting the window,
+        not consecutive failures, keeps the backoff growing for a channel that fails after every restart."""
+        exponent = min(max(recent_failures - 1, 0), 64)
         return min(self.backoff_initial_s * self.backoff_factor ** exponent, self.backoff_max_s)
 
 
@@ -31,10 +32,9 @@ class RestartDecision:
     recent_failures: tuple[float, ...]  # failure times inside the window, oldest first
 
 
-def decide(policy: RestartPolicy, recent_failures: tuple[float, ...], consecutive_failures: int,
-           now: float) -> RestartDecision:
-    """Record a failure at `now` (`consecutive_failures` includes it) and decide: restart after a delay, or park."""
+def decide(policy: RestartPolicy, recent_failures: tuple[float, ...], now: float) -> RestartDecision:
+    """Record a failure at `now` and decide: restart after a delay, or park."""
     window = tuple(t for t in recent_failures if now - t < policy.period_s) + (now,)
     if len(window) > policy.intensity:
         return RestartDecision(park=True, delay_s=0.0, recent_failures=window)
-    return RestartDecision(park=False, delay_s=policy.backoff(consecutive_failures), recent_failures=window)
+    return RestartDecision(park=False, delay_s=policy.backoff(len(window)), recent_failures=window)
