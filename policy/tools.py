@@ -137,7 +137,8 @@ def _tool_def(entry: Any) -> ToolDef:
     try:
         validator_for(schema).check_schema(schema)
     except SchemaError as exc:
-        raise ToolAbiError(f"'{name}': parameters_schema is not a valid JSON Schema: {_where(exc)}{exc.message}") from None
+        raise ToolAbiError(
+            f"'{name}': parameters_schema is not a valid JSON Schema: {_where(exc)}{exc.message}") from None
     except RecursionError:
         raise ToolAbiError(f"'{name}': parameters_schema is nested too deeply") from None
     return ToolDef(name=name, description=description, parameters_schema=schema)
@@ -159,7 +160,8 @@ def validate_args(tool: ToolDef, args: Any) -> None:
     try:
         error = best_match(validator.iter_errors(args))
     except referencing.exceptions.Unresolvable as exc:
-        raise ToolArgsError(f"the parameters schema of tool '{tool.name}' has a $ref that cannot be resolved: {exc}") from None
+        raise ToolArgsError(
+            f"the parameters schema of tool '{tool.name}' has a $ref that cannot be resolved: {exc}") from None
     except RecursionError:
         raise ToolArgsError(f"--args are nested too deeply to check against tool '{tool.name}'s schema") from None
     if error is not None:

@@ -122,7 +122,8 @@ def test_hooks_without_an_event_export_are_skipped_for_that_event(tools_and_audi
     ok = cli("tool", "run", "word-tools", "word_count", "--args", '{"text":"a"}', "--json")
     assert {h["plugin"] for h in json.loads(ok.stdout)["hooks"]} == {"audit-hook"}
     failed = cli("tool", "run", "word-tools", "read_note", "--json")
-    assert {"plugin": "errors-only", "event": "on_error", "ok": True, "error": None} in json.loads(failed.stdout)["hooks"]
+    hooks = json.loads(failed.stdout)["hooks"]
+    assert {"plugin": "errors-only", "event": "on_error", "ok": True, "error": None} in hooks
     recalled = cli("plugin", "call", "errors-only", "recall")
     assert json.loads(recalled.stdout) == {"plugin": "word-tools", "tool": "read_note",
                                            "error": "no note has been stored yet"}

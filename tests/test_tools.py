@@ -263,7 +263,8 @@ def test_bad_arguments_are_refused_before_the_tool_runs(word_tools, cli, args, m
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (("word-tools", "nope"), "plugin 'word-tools' has no tool 'nope' (its tools: word_count, store_note, read_note)"),
+        (("word-tools", "nope"),
+         "plugin 'word-tools' has no tool 'nope' (its tools: word_count, store_note, read_note)"),
         (("ghost", "t"), "Plugin 'ghost' not found"),
         (("hooky", "t"), "plugin 'hooky' is a hook plugin, not a tool plugin"),
     ],
@@ -329,7 +330,8 @@ def test_every_kind_of_tool_failure_is_a_clear_error(cli, tmp_path, body, cause)
 
 def test_a_tool_in_an_endless_loop_is_stopped_by_its_timeout(cli, tmp_path):
     tool_guest(tmp_path, "spinner", RISK.format(0) +
-               '(func (export "tool_execute") (param i32 i32 i32 i32 i32) (result i32) (loop $l (br $l)) (i32.const 0))')
+               '(func (export "tool_execute") (param i32 i32 i32 i32 i32) (result i32)'
+               ' (loop $l (br $l)) (i32.const 0))')
     add(cli, tmp_path, "spinner")
     done = cli("tool", "run", "spinner", "t", "--timeout", "0.5")
     assert done.exit_code == 1

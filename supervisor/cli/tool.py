@@ -61,7 +61,8 @@ def list_command(as_json: bool) -> None:
 @click.option("--args", "args_text", default="{}", show_default=True, help="The tool's arguments as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: the result and every hook's outcome.")
 @click.option("--yes", "-y", is_flag=True, help="Allow a risky or dangerous tool without asking.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.001), help="Wall-clock limit for the tool, seconds.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.001),
+              help="Wall-clock limit for the tool, seconds.")
 def run_command(plugin: str, tool: str, args_text: str, as_json: bool, yes: bool, timeout_s: float | None) -> None:
     """Run TOOL of tool plugin PLUGIN; every enabled hook plugin hears before, after and on error."""
 
