@@ -86,9 +86,13 @@ def test_worker_death_mid_call_through_the_daemon(daemon, run_tark, tark_argv):
     worker_pid = status(run_tark)["workers"][0]["pid"]
     spinning = subprocess.Popen([*tark_argv, "plugin", "call", "dplug", "spin", "--timeout", "60"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    deadline = time.monotonic() + 30
+    while status(run_tark)["workers"][0]["calls"] < 2:  # the spin call has reached the worker's slot
+        assert time.monotonic() < deadline, "the spinning call never started"
+        time.sleep(0.1)
+    time.sleep(0.3)
     os.kill(worker_pid, signal.SIGKILL)
-    _out, err = spinning.communicate(timeout=10)
+    _out, err = spinning.communicate(timeout=30)
     assert spinning.returncode == 1 and "died" in err
     after = run_tark("plugin", "call", "dplug", "echo", "back", "--json")
     assert json.loads(after.stdout)["output"] == "back"
