@@ -18,7 +18,6 @@ import pytest
 
 from supervisor.channels.messages import (ChannelDataError, parse_inbound, parse_send_result, parse_webhook_response,
                                           split_text, webhook_request_json)
-from supervisor.channels.restart import RestartPolicy, decide
 from supervisor.channels.webhook import MAX_BODY_BYTES
 from wasm_fixtures import make_guest
 
@@ -455,16 +454,3 @@ def test_webhook_request_json_follows_the_abi() -> None:
                                               b"\xffok"))
     assert request == {"method": "POST", "path": "/channels/x/webhook", "query": None,
                        "headers": [["x-a", "1"]], "body": "\ufffdok"}
-
-
-def test_restart_policy_backs_off_then_parks() -> None:
-    policy = RestartPolicy(intensity=3, period_s=10, backoff_initial_s=0.5, backoff_factor=2, backoff_max_s=1.5)
-    first = decide(policy, (), now=100.0)
-    assert (first.park, first.delay_s) == (False, 0.5)
-    second = decide(policy, first.recent_failures, now=101.0)
-    assert (second.park, second.delay_s) == (False, 1.0)
-    third = decide(policy, second.recent_failures, now=102.0)
-    assert (third.park, third.delay_s) == (False, 1.5)  # capped
-    assert decide(policy, third.recent_failures, now=103.0).park
-    later = decide(policy, third.recent_failures, now=111.5)  # the first two failures left the window
-    assert (later.park, later.delay_s, later.recent_failures) == (False, 1.0, (102.0, 111.5))

@@ -20,7 +20,7 @@ import attrs
 
 from supervisor.channels import operations as ops
 from supervisor.channels.messages import InboundMessage, WebhookResponse
-from supervisor.channels.restart import RestartPolicy, decide
+from policy.restart import Parked, RestartPolicy, StartAfter, decide, recent
 from supervisor.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ class ChannelManager:
 
     def _poll_loop(self, channel: _Channel) -> None:
         name = channel.name
-        recent: tuple[float, ...] = ()
+        failures: list[float] = []  # monotonic times the restart policy still counts
         restart_needed = False
         while not channel.stop.is_set():
             try:
@@ -212,20 +212,23 @@ class ChannelManager:
                 self._record(channel, result.messages, "poll")
                 channel.stop.wait(channel.poll_ms / 1000)
             except Exception as exc:  # noqa: BLE001 - any failure restarts the instance, within the policy
-                decision = decide(self._policy, recent, time.monotonic())
-                recent = decision.recent_failures
+                now = time.monotonic()
+                failures = recent(self._policy, [*failures, now], now)
+                decision = decide(self._policy, failures, now)
+                parked = isinstance(decision, Parked)
+                delay_s = decision.delay_s if isinstance(decision, StartAfter) else 0.0
                 with contextlib.suppress(Exception):
                     self._api.end_instance(name, INSTANCE)
                 with self._lock:
                     channel.last_error = str(exc)
-                    channel.state = "crashed" if decision.park else "restarting"
-                if decision.park:
+                    channel.state = "crashed" if parked else "restarting"
+                if parked:
                     log.error("channel %s crashed: %d failures within %g s, last: %s; start it again with: "
-                              "tark channel start %s", name, len(recent), self._policy.period_s, exc, name)
+                              "tark channel start %s", name, len(failures), self._policy.period_s, exc, name)
                     return
-                log.warning("channel %s failed (%s); restarting in %.2f s", name, exc, decision.delay_s)
+                log.warning("channel %s failed (%s); restarting in %.2f s", name, exc, delay_s)
                 restart_needed = True
-                channel.stop.wait(decision.delay_s)
+                channel.stop.wait(delay_s)
 
     def _describe(self, channel: _Channel) -> dict[str, Any]:
         with self._lock:
