@@ -10,18 +10,27 @@ types. Nothing outside the temporary directory is touched; `--keep` leaves it fo
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 TARK = [str(Path(sys.executable).parent / "tark")]
+sys.path.insert(0, str(ROOT / "tests"))  # the local OAuth and OpenAI-compatible servers the tests use
+
+from oauth_server import OAuthServer, free_port  # noqa: E402
+from openai_server import OpenAIServer  # noqa: E402
 
 
 class DemoFailed(Exception):
@@ -29,17 +38,22 @@ class DemoFailed(Exception):
 
 
 class Demo:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], home: Path) -> None:
         self.env = env
+        self.home = home
         self.failures: list[str] = []
+
+    def say(self, text: str) -> None:
+        print(f"# {text}", flush=True)
 
     def section(self, title: str) -> None:
         print(f"\n\033[1m## {title}\033[0m" if sys.stdout.isatty() else f"\n## {title}", flush=True)
 
-    def run(self, *args: str, expect_ok: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, expect_ok: bool = True, stdin: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         print(f"$ tark {' '.join(shlex.quote(a) for a in args)}", flush=True)
-        done = subprocess.run([*TARK, *args], env=self.env, text=True, capture_output=True, input=stdin,
-                              timeout=120, check=False)
+        done = subprocess.run([*TARK, *args], env={**self.env, **(env or {})}, text=True, capture_output=True,
+                              input=stdin, timeout=120, check=False)
         for stream in (done.stdout, done.stderr):
             if stream.strip():
                 print("  " + stream.rstrip().replace("\n", "\n  "), flush=True)
@@ -81,7 +95,88 @@ def daemon_mode(demo: Demo) -> None:
         demo.run("supervisor", "stop")
 
 
-SCENES: tuple[Callable[[Demo], None], ...] = (plugins_and_basics, raw_calls, daemon_mode)
+def provider_chat(demo: Demo) -> None:
+    demo.section("Provider: tark chat over the plugin's provider_chat export (one-shot, then a REPL on stdin)")
+    demo.run("chat", "--provider", "echo", "hello from tark chat")
+    demo.run("chat", "--provider", "echo", stdin="first message\nsecond message\n/exit\n")
+
+
+def auth_only_provider(demo: Demo) -> None:
+    demo.section("Auth-only provider: the plugin hands over credentials, tark talks to the model API itself")
+    with OpenAIServer() as server:
+        copy = demo.home / "hello-auth"
+        shutil.copytree(EXAMPLES / "hello-auth", copy)
+        manifest = copy / "plugin.toml"
+        local = f"http://127.0.0.1:{server.port}"
+        manifest.write_text(manifest.read_text().replace('http = ["api.example.com"]',
+                                                         f'http = ["api.example.com", "{local}"]'))
+        demo.say(f"a local OpenAI-compatible server listens on {local}; the plugin's manifest must allow it")
+        demo.run("plugin", "add", "--force", str(copy))
+        demo.run("chat", "--provider", "hello", "--json", "hi there",
+                 env={"HELLO_TOKEN": "demo-token", "HELLO_ENDPOINT": f"{local}/v1"})
+        if server.requests:
+            headers = server.requests[-1].headers
+            demo.say(f"the server saw Authorization: {headers.get('authorization')!r}, "
+                     f"X-Hello: {headers.get('x-hello')!r}")
+
+
+def oauth_sign_in(demo: Demo) -> None:
+    demo.section("OAuth: tark auth with the PKCE flow against a local authorization server")
+    with OAuthServer() as server:
+        env = {**demo.env, "TARK_EXAMPLE_OAUTH": server.url, "TARK_EXAMPLE_OAUTH_PORT": str(free_port())}
+        demo.say("the demo plays the browser: it opens the printed URL, the server approves at once")
+        print("$ tark auth oauth-demo --no-browser", flush=True)
+        process = subprocess.Popen([*TARK, "auth", "oauth-demo", "--no-browser"], env=env, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        lines = []
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            print("  " + line.rstrip(), flush=True)
+            match = re.match(r"\s*(http://127\.0\.0\.1:\d+/authorize\?\S+)", line)
+            if match:
+                httpx.get(match.group(1), follow_redirects=True, timeout=30)
+        if process.wait(timeout=60) != 0:
+            demo.failures.append("tark auth oauth-demo failed")
+        demo.run("auth", "status", env=env)
+        demo.run("chat", "--provider", "oauth-demo", "who am I?", env=env)
+        demo.run("auth", "logout", "oauth-demo", env=env)
+
+
+def channels(demo: Demo) -> None:
+    demo.section("Channel: the daemon serves webhooks and runs the poll loop")
+    demo.run("supervisor", "start", "--webhook-port", "0")
+    try:
+        demo.run("channel", "start", "echo-channel")
+        status = json.loads(demo.run("channel", "status", "echo-channel", "--json").stdout or "{}")
+        url = status.get("webhook_url") or (status.get("channels") or [{}])[0].get("webhook_url")
+        if url:
+            print(f"$ curl -X POST {url} -d 'hello over a webhook'", flush=True)
+            answer = httpx.post(url, content=b"hello over a webhook", timeout=30)
+            print(f"  HTTP {answer.status_code}: {answer.text}", flush=True)
+            time.sleep(0.5)  # the poll loop picks the message up
+        else:
+            demo.failures.append("no webhook URL in tark channel status")
+        demo.run("channel", "status", "echo-channel")
+        demo.run("channel", "send", "echo-channel", "--conversation", "c1", "a reply from tark")
+        demo.run("channel", "stop", "echo-channel")
+    finally:
+        demo.run("supervisor", "stop")
+
+
+def tools_and_hooks(demo: Demo) -> None:
+    demo.section("Tools and hooks: every enabled hook plugin hears each tool run")
+    demo.run("tool", "list")
+    demo.run("tool", "run", "word-tools", "word_count", "--args", '{"text":"one two three"}')
+    demo.run("tool", "run", "word-tools", "store_note", "--args", '{"note":"buy milk"}', "--yes")
+    demo.run("tool", "run", "word-tools", "store_note", "--args", '{"wrong":1}', expect_ok=False)
+    demo.run("plugin", "call", "audit-hook", "audit_events")
+
+
+SCENES: tuple[Callable[[Demo], None], ...] = (
+    plugins_and_basics, raw_calls, provider_chat, auth_only_provider, oauth_sign_in, channels, tools_and_hooks,
+    daemon_mode,
+)
 
 
 def main() -> int:
@@ -101,7 +196,7 @@ def main() -> int:
         "TARK_NO_BROWSER": "1",
     }
     print(f"Demo data dir: {home}")
-    demo = Demo(env)
+    demo = Demo(env, home)
     try:
         for scene in SCENES:
             scene(demo)
