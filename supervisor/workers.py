@@ -10,6 +10,7 @@ period park the plugin (calls fail at once) until `reset(name)`.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import signal
@@ -24,10 +25,13 @@ import multiprocess
 import zmq
 
 from policy.restart import Parked, RestartPolicy, StartAfter, decide, recent
+from supervisor import forkserver
 from supervisor.modules import ModuleCache, ModuleCompileError
 from supervisor.plugin import InstalledPlugin
 from worker import protocol
 from worker.main import run
+
+log = logging.getLogger(__name__)
 
 WORKER_PRELOAD = ["worker.main", "worker.engine", "worker.abi", "worker.channel", "worker.protocol", "wasmtime", "zmq"]
 STOP_GRACE_S = 1.0
@@ -89,6 +93,8 @@ class WorkerLimits:
     epoch_tick_ms: int = attrs.field(factory=lambda: _SPEC_DEFAULTS["epoch_tick_ms"])
     fuel_per_call: int | None = None
     log_lines_per_second: int = attrs.field(factory=lambda: _SPEC_DEFAULTS["log_lines_per_second"])
+    os_memory_limit_bytes: int | None = attrs.field(factory=lambda: _SPEC_DEFAULTS["os_memory_limit_bytes"])
+    open_files_limit: int = attrs.field(factory=lambda: _SPEC_DEFAULTS["open_files_limit"])
 
 @attrs.frozen
 class WorkerStatus:
@@ -169,10 +175,10 @@ class WorkerPool:
         self._restart = restart
         self._worker_entry = worker_entry  # tests substitute a misbehaving worker here
         self._context = zmq.Context()
-        self._mp = _process_context()
         self._slots: dict[str, _Slot] = {}
         self._slots_lock = threading.Lock()
         self._call_ids = 0
+        self._warned: set[str] = set()  # sandbox warnings already logged
         self._closed = threading.Event()
         self._reaper = threading.Thread(target=self._reap_idle, name="worker-idle-reaper", daemon=True)
         self._reaper.start()
@@ -445,7 +451,10 @@ class WorkerPool:
                 engine=self._modules.settings,
                 **attrs.asdict(self._limits(plugin)),
             )
-            process = self._mp.Process(target=self._worker_entry, args=(protocol.encode(spec),), name=f"tark-worker-{plugin.name}")
+            forkserver.SERVER.start(WORKER_PRELOAD + _already_imported())
+            process = forkserver.WorkerProcess(
+                target=self._worker_entry, args=(protocol.encode(spec),), name=f"tark-worker-{plugin.name}"
+            )
             process.daemon = True
             process.start()
         except Exception as exc:
@@ -490,9 +499,17 @@ class WorkerPool:
                     raise _Fail(START_FAILED, message.message, kill=False)
                 if isinstance(message, protocol.Ready) and message.pid == worker.process.pid:
                     worker.peer, worker.pid = frames[0], message.pid
+                    self._warn_once(message.warnings)
                     return
             elif worker.process.sentinel in events:
                 raise _Fail(START_FAILED, self._death_message(worker, "while starting"), kill=False, crash=True)
+
+    def _warn_once(self, warnings: list[str]) -> None:
+        with self._slots_lock:
+            new = [w for w in warnings if w not in self._warned]
+            self._warned.update(new)
+        for warning in new:
+            log.warning("worker sandbox degraded: %s", warning)
 
     def _stop_worker(self, slot: _Slot) -> None:
         """Graceful stop: Shutdown, then a kill if the worker does not exit within STOP_GRACE_S."""
@@ -570,15 +587,6 @@ class _NoHost:
 
     def close(self) -> None:
         pass
-
-
-def _process_context() -> multiprocess.context.BaseContext:
-    try:
-        context = multiprocess.get_context("forkserver")
-    except ValueError:
-        return multiprocess.get_context("spawn")
-    context.set_forkserver_preload(WORKER_PRELOAD + _already_imported())
-    return context
 
 
 def _already_imported() -> list[str]:

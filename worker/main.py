@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from worker import protocol
+from worker import protocol, sandbox
 from worker.channel import SupervisorLink, SupervisorLost
 from worker.engine import CallFailed, GuestRuntime
 
@@ -16,9 +16,11 @@ from worker.engine import CallFailed, GuestRuntime
 def run(spec_bytes: bytes) -> None:
     spec = protocol.decode_spec(spec_bytes)
     os.environ.clear()  # the worker needs no environment; the guest's WASI env is empty anyway
+    warnings = sandbox.lock_down(spec)
     with SupervisorLink(spec.endpoint) as link:
         try:
             runtime = GuestRuntime(spec, link)
+            warnings += sandbox.limit_open_files(spec.open_files_limit)
         except CallFailed as exc:
             link.send(protocol.StartFailed(message=exc.message))
             return
@@ -26,7 +28,7 @@ def run(spec_bytes: bytes) -> None:
             link.send(protocol.StartFailed(message=f"worker for plugin '{spec.plugin}' failed to start: {exc}"[:4096]))
             return
         try:
-            link.send(protocol.Ready(pid=os.getpid()))
+            link.send(protocol.Ready(pid=os.getpid(), warnings=warnings[:16]))
             _serve(link, runtime)
         except SupervisorLost:
             pass

@@ -84,6 +84,8 @@ class WorkerSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     epoch_tick_ms: int = 10
     fuel_per_call: int | None = None  # deterministic CPU budget when engine.consume_fuel
     log_lines_per_second: int = 200
+    os_memory_limit_bytes: int | None = 1024 * 1024 * 1024  # RLIMIT_AS of the worker process; None = not set
+    open_files_limit: int = 64  # RLIMIT_NOFILE once the worker is set up
 
 
 # --------------------------------------------------------------------------- supervisor -> worker
@@ -130,6 +132,7 @@ ToWorker = Union[Invoke, EndInstance, HostReply, Shutdown]
 
 class Ready(_Msg, tag="ready"):
     pid: int
+    warnings: Annotated[list[Text], msgspec.Meta(max_length=16)] = []  # lock-down steps that could not be applied
 
 
 class StartFailed(_Msg, tag="start_failed"):
