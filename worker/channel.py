@@ -56,6 +56,13 @@ class SupervisorLink:
             raise SupervisorLost(f"cannot send to supervisor: {exc}") from None
         return True
 
+    def send_frame(self, frame: bytes) -> None:
+        """Send one already encoded message (the host-call hot path encodes once to check its size)."""
+        try:
+            self._socket.send(frame)
+        except zmq.ZMQError as exc:
+            raise SupervisorLost(f"cannot send to supervisor: {exc}") from None
+
     def receive_idle(self) -> protocol.ToWorker | None:
         """Block until the supervisor says something (None if it was not a valid message)."""
         while True:

@@ -7,6 +7,7 @@ a fresh epoch deadline (and fuel, if enabled) per call; `StoreLimits` caps linea
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import threading
@@ -16,6 +17,8 @@ from contextlib import contextmanager
 
 import attrs
 import wasmtime
+from wasmtime import _ffi
+from wasmtime._extern import wrap_extern as _wrap_extern
 
 from worker import abi, protocol
 from worker.channel import SupervisorLink, SupervisorLost
@@ -99,11 +102,37 @@ class RateLimiter:
         return True
 
 
+class _Exports:
+    """An instance's exports looked up by name on first use: enumerating them all (`Instance.exports`) costs
+    about as much as instantiating, and a call needs two or three."""
+
+    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
+        self._store = store
+        self._instance = instance
+        self._found: dict[str, object] = {}
+
+    def get(self, name: str) -> object:
+        if name not in self._found:
+            self._found[name] = _export_by_name(self._store, self._instance, name)
+        return self._found[name]
+
+
+def _export_by_name(store: wasmtime.Store, instance: wasmtime.Instance, name: str) -> object:
+    # wasmtime-py has no public by-name lookup; this is the C API's wasmtime_instance_export_get.
+    encoded = name.encode()
+    item = _ffi.wasmtime_extern_t()
+    if not _ffi.wasmtime_instance_export_get(
+        store._context(), ctypes.byref(instance._instance), encoded, len(encoded), ctypes.byref(item)
+    ):
+        return None
+    return _wrap_extern(item)
+
+
 @attrs.define
 class _Instance:
     store: wasmtime.Store
     instance: wasmtime.Instance
-    exports: dict[str, object]
+    exports: _Exports
 
 
 @attrs.define
@@ -120,6 +149,12 @@ class GuestRuntime:
         self._link = link
         self._engine = wasmtime.Engine(protocol.build_engine_config(spec.engine))
         self._module = wasmtime.Module.deserialize_file(self._engine, spec.module_path)
+        # Export signatures are the module's: read once, not per instance and call.
+        self._signatures: dict[str, _Signature] = {
+            export.name: (tuple(str(p) for p in export.type.params), tuple(str(r) for r in export.type.results))
+            for export in self._module.exports
+            if isinstance(export.type, wasmtime.FuncType)
+        }
         linker = wasmtime.Linker(self._engine)
         linker.define_wasi()
         abi.define_tark_imports(linker, self)
@@ -212,7 +247,7 @@ class GuestRuntime:
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             store.close()
             raise CallFailed("instantiate", f"Failed to instantiate plugin: {self._spec.plugin}: {_reason(exc)}")
-        return _Instance(store=store, instance=instance, exports=dict(instance.exports(store)))
+        return _Instance(store=store, instance=instance, exports=_Exports(store, instance))
 
     def _arm(self, store: wasmtime.Store) -> None:
         self._current_store = store
@@ -226,13 +261,13 @@ class GuestRuntime:
         store = target.store
         i32 = ("i32",)
         needs_alloc = bool(call.args) or call.result_capacity is not None
-        alloc = _typed_func(target, store, "alloc", ("i32",), i32) if needs_alloc else None
+        alloc = self._typed_func(target, "alloc", ("i32",), i32) if needs_alloc else None
         if needs_alloc and alloc is None:
             raise CallFailed("missing_export", "Plugin does not export 'alloc' function")
         params = ("i32",) * (2 * len(call.args) + (call.result_capacity is not None))
-        export = _typed_func(target, store, call.export, params, i32)
+        export = self._typed_func(target, call.export, params, i32)
         if export is None:
-            raise CallFailed("missing_export", _missing_export_message(target, store, call.export, params))
+            raise CallFailed("missing_export", _missing_export_message(self._signatures.get(call.export), call.export, params))
         memory = target.exports.get("memory")
         if needs_alloc and not isinstance(memory, wasmtime.Memory):
             raise CallFailed("missing_export", "Plugin has no memory export")
@@ -289,9 +324,16 @@ class GuestRuntime:
                 return data
         return None
 
-    @staticmethod
-    def _free(target: _Instance, allocations: list[_Allocation]) -> None:
-        dealloc = _typed_func(target, target.store, "dealloc", ("i32", "i32"), ())
+    def _typed_func(
+        self, target: _Instance, name: str, params: tuple[str, ...], results: tuple[str, ...]
+    ) -> wasmtime.Func | None:
+        if self._signatures.get(name) != (params, results):
+            return None
+        func = target.exports.get(name)
+        return func if isinstance(func, wasmtime.Func) else None
+
+    def _free(self, target: _Instance, allocations: list[_Allocation]) -> None:
+        dealloc = self._typed_func(target, "dealloc", ("i32", "i32"), ())
         if dealloc is None:
             return
         for allocation in reversed(allocations):  # newest first, so a bump allocator gets everything back
@@ -304,12 +346,12 @@ class GuestRuntime:
             return None
         self._host_call_ids += 1
         host_call_id = self._host_call_ids
-        message = build(host_call_id)
-        if len(protocol.encode(message)) > protocol.MAX_MESSAGE_BYTES:
+        frame = protocol.encode(build(host_call_id))
+        if len(frame) > protocol.MAX_MESSAGE_BYTES:
             return None
         ticks_before = self._ticker.ticks if self._ticker is not None else 0
         try:
-            self._link.send(message)
+            self._link.send_frame(frame)
             while True:
                 reply = self._link.receive()
                 if isinstance(reply, protocol.HostReply) and reply.host_call_id == host_call_id:
@@ -360,25 +402,13 @@ class GuestRuntime:
             self._current_store.set_epoch_deadline(0)
 
 
-def _signature(func: wasmtime.Func, store: wasmtime.Store) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    ty = func.type(store)
-    return tuple(str(p) for p in ty.params), tuple(str(r) for r in ty.results)
+_Signature = tuple[tuple[str, ...], tuple[str, ...]]
 
 
-def _typed_func(
-    target: _Instance, store: wasmtime.Store, name: str, params: tuple[str, ...], results: tuple[str, ...]
-) -> wasmtime.Func | None:
-    func = target.exports.get(name)
-    if not isinstance(func, wasmtime.Func) or _signature(func, store) != (params, results):
-        return None
-    return func
-
-
-def _missing_export_message(target: _Instance, store: wasmtime.Store, name: str, params: tuple[str, ...]) -> str:
+def _missing_export_message(found: _Signature | None, name: str, params: tuple[str, ...]) -> str:
     message = f"Plugin does not export '{name}' function"
-    func = target.exports.get(name)
-    if isinstance(func, wasmtime.Func):
-        found_params, found_results = _signature(func, store)
+    if found is not None:
+        found_params, found_results = found
         message += (
             f" (it has type ({', '.join(found_params)}) -> ({', '.join(found_results)}),"
             f" the call needs ({', '.join(params)}) -> (i32))"

@@ -1,15 +1,24 @@
-"""Round-trip costs of the worker path, next to raw pyzmq measured in the same run.
+"""Round-trip costs of the worker path, as ratios to raw pyzmq measured in the same run.
 
-    .venv/bin/python ops/bench/roundtrip.py [--calls 2000]
+    .venv/bin/python ops/bench/roundtrip.py [--calls 2000] [--rounds 5] [--affinity]
 
-Prints medians (µs) of: one host call guest->worker->supervisor->worker->guest (a guest export making N
-env.get calls, per call), one no-op export call, a raw pyzmq DEALER/ROUTER request/reply over ipc with the same
-payload sizes, worker cold start (warm module cache, preloaded fork server), and the ratios.
+The machine is shared and noisy, so the worker path and the raw baseline are measured in alternating rounds and
+each figure is the median over all rounds. Prints medians (µs) of:
+  - one host call guest->worker->supervisor->worker->guest (a guest export making N env.get calls, per call),
+  - one no-op export call on a fresh instance (supervisor->worker->supervisor),
+  - a raw pyzmq DEALER/ROUTER request/reply over ipc between two processes with the host call's payloads,
+  - a raw socketpair request/reply between two processes (the floor),
+  - worker cold start + first call (warm module cache, preloaded fork server),
+  - after kill -9 of a worker mid-call: how long until the call fails, and until the next call succeeds,
+and the ratios against the design targets. `--affinity` runs the pool with `affinity=True`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import socket
 import statistics
 import sys
 import tempfile
@@ -34,13 +43,14 @@ WAT = """
   (data (i32.const 16) "BENCH_VAR")
   (func (export "alloc") (param i32) (result i32) (i32.const 1024))
   (func (export "noop") (result i32) (i32.const 0))
-  (func (export "env_calls") (param $n i32) (result i32)
+  (func $env_calls (param $n i32) (result i32)
     (loop $l
       (drop (call $env_get (i32.const 16) (i32.const 9) (i32.const 4096)))
       (local.set $n (i32.sub (local.get $n) (i32.const 1)))
       (br_if $l (i32.gt_s (local.get $n) (i32.const 0))))
     (i32.const 0))
-  (func (export "env_loop") (result i32) (call 3 (i32.const %d)))
+  (func (export "env_loop") (result i32) (call $env_calls (i32.const %d)))
+  (func (export "spin") (result i32) (loop $l (br $l)) (i32.const 0))
 )
 """ % HOST_CALLS_PER_EXPORT
 
@@ -60,60 +70,39 @@ class EnvHost:
         pass
 
 
-def raw_zmq_round_trip(endpoint: str, request: bytes, reply: bytes, n: int) -> list[float]:
-    context = zmq.Context()
-    router = context.socket(zmq.ROUTER)
-    router.bind(endpoint)
-    ready = threading.Event()
+# --------------------------------------------------------------------------- raw baselines (separate processes)
 
-    def echo_peer() -> None:
-        dealer = context.socket(zmq.DEALER)
-        dealer.connect(endpoint)
-        ready.set()
-        dealer.send(b"hello")
+
+class RawZmqPeer:
+    """A DEALER in a forkserver child that, on each "go", makes n request/replies and reports their times."""
+
+    def __init__(self, endpoint: str, request: bytes, reply: bytes) -> None:
+        import multiprocess
+
+        self._context = zmq.Context()
+        self._router = self._context.socket(zmq.ROUTER)
+        self._router.bind(endpoint)
+        self._reply = reply
+        self._process = multiprocess.get_context("forkserver").Process(target=_dealer_child, args=(endpoint, request))
+        self._process.start()
+        self._ident, _ = self._router.recv_multipart()
+
+    def round(self, n: int) -> list[float]:
+        self._router.send_multipart([self._ident, str(n).encode()])
         for _ in range(n):
-            dealer.send(request)
-            dealer.recv()
-        dealer.close(linger=0)
+            self._router.recv_multipart()
+            self._router.send_multipart([self._ident, self._reply])
+        _, blob = self._router.recv_multipart()
+        return [float(x) for x in blob.decode().split(",")]
 
-    # the peer runs in a separate process in our pool; here a thread: the GIL makes this a lower bound
-    peer = threading.Thread(target=echo_peer)
-    peer.start()
-    ready.wait()
-    ident, _ = router.recv_multipart()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        router.recv_multipart()
-        router.send_multipart([ident, reply])
-        times.append(time.perf_counter() - t)
-    peer.join()
-    router.close(linger=0)
-    context.term()
-    return times
+    def close(self) -> None:
+        self._router.send_multipart([self._ident, b"0"])
+        self._process.join()
+        self._router.close(linger=0)
+        self._context.term()
 
 
-def raw_zmq_process_round_trip(endpoint: str, request: bytes, reply: bytes, n: int) -> list[float]:
-    """Raw DEALER (in a forkserver child) <-> ROUTER: the same shape as a host call, nothing else."""
-    import multiprocess
-
-    context = zmq.Context()
-    router = context.socket(zmq.ROUTER)
-    router.bind(endpoint)
-    process = multiprocess.get_context("forkserver").Process(target=_dealer_child, args=(endpoint, request, n))
-    process.start()
-    ident, _ = router.recv_multipart()
-    for _ in range(n):
-        router.recv_multipart()
-        router.send_multipart([ident, reply])
-    _, blob = router.recv_multipart()
-    process.join()
-    router.close(linger=0)
-    context.term()
-    return [float(x) for x in blob.decode().split(",")]
-
-
-def _dealer_child(endpoint: str, request: bytes, n: int) -> None:
+def _dealer_child(endpoint: str, request: bytes) -> None:
     import time as _time
 
     import zmq as _zmq
@@ -122,15 +111,106 @@ def _dealer_child(endpoint: str, request: bytes, n: int) -> None:
     dealer = context.socket(_zmq.DEALER)
     dealer.connect(endpoint)
     dealer.send(b"hello")
-    times = []
-    for _ in range(n):
-        t = _time.perf_counter()
-        dealer.send(request)
-        dealer.recv()
-        times.append(_time.perf_counter() - t)
-    dealer.send(",".join(f"{x:.9f}" for x in times).encode())
+    while (n := int(dealer.recv())) > 0:
+        times = []
+        for _ in range(n):
+            t = _time.perf_counter()
+            dealer.send(request)
+            dealer.recv()
+            times.append(_time.perf_counter() - t)
+        dealer.send(",".join(f"{x:.9f}" for x in times).encode())
     dealer.close(linger=1000)
     context.term()
+
+
+class RawSocketPeer:
+    """The same with a socketpair: the floor for any cross-process request/reply."""
+
+    def __init__(self, request: bytes, reply: bytes) -> None:
+        import multiprocess
+
+        self._ours, theirs = socket.socketpair()
+        self._reply = reply
+        self._process = multiprocess.get_context("forkserver").Process(target=_socket_child, args=(theirs, request))
+        self._process.start()
+        theirs.close()
+
+    def round(self, n: int) -> list[float]:
+        self._ours.sendall(b"%d\n" % n)
+        for _ in range(n):
+            self._ours.recv(65536)
+            self._ours.sendall(self._reply)
+        blob = b""
+        while not blob.endswith(b"\n"):
+            blob += self._ours.recv(1 << 20)
+        return [float(x) for x in blob.decode().strip().split(",")]
+
+    def close(self) -> None:
+        self._ours.sendall(b"0\n")
+        self._process.join()
+        self._ours.close()
+
+
+def _socket_child(sock: socket.socket, request: bytes) -> None:
+    import time as _time
+
+    while (n := int(sock.recv(64).strip() or b"0")) > 0:
+        times = []
+        for _ in range(n):
+            t = _time.perf_counter()
+            sock.sendall(request)
+            sock.recv(65536)
+            times.append(_time.perf_counter() - t)
+        sock.sendall((",".join(f"{x:.9f}" for x in times) + "\n").encode())
+
+
+# --------------------------------------------------------------------------- the worker path
+
+
+def measure_calls(pool: WorkerPool, plugin, n: int) -> tuple[list[float], list[float]]:
+    noop = []
+    for _ in range(n):
+        t = time.perf_counter()
+        pool.call(plugin, "noop", [], None)
+        noop.append(time.perf_counter() - t)
+    host = []
+    for _ in range(max(5, n // HOST_CALLS_PER_EXPORT)):
+        t = time.perf_counter()
+        pool.call(plugin, "env_loop", [], None).raise_for_error()
+        host.append((time.perf_counter() - t) / HOST_CALLS_PER_EXPORT)
+    return noop, host
+
+
+def measure_starts(pool: WorkerPool, plugin, n: int) -> list[float]:
+    starts = []
+    for _ in range(n):
+        pool.stop(plugin.name)
+        t = time.perf_counter()
+        pool.call(plugin, "noop", [], None).raise_for_error()
+        starts.append(time.perf_counter() - t)
+    return starts
+
+
+def measure_kill(pool: WorkerPool, plugin) -> tuple[float, float]:
+    """kill -9 the worker 50 ms into a spinning call: (kill -> call failed, failed -> next call succeeded)."""
+    pid = pool.call(plugin, "noop", [], None).raise_for_error().worker_pid
+    killed_at: list[float] = []
+
+    def kill() -> None:
+        killed_at.append(time.perf_counter())
+        os.kill(pid, signal.SIGKILL)
+
+    timer = threading.Timer(0.05, kill)
+    timer.start()
+    outcome = pool.call(plugin, "spin", [], None)
+    failed_at = time.perf_counter()
+    timer.join()
+    assert outcome.error_kind == "worker_died", outcome
+    pool.call(plugin, "noop", [], None).raise_for_error()
+    recovered_at = time.perf_counter()
+    if hasattr(pool, "reset"):
+        pool.reset(plugin.name)  # every sample is a first crash
+    return failed_at - killed_at[0], recovered_at - failed_at
 
 
 def median_us(samples: list[float]) -> float:
@@ -139,10 +219,16 @@ def median_us(samples: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--calls", type=int, default=2000, help="no-op calls (and host calls) per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--affinity", action="store_true", help="WorkerPool(affinity=True)")
     args = parser.parse_args()
     import wasmtime
 
+    options = {"affinity": True} if args.affinity else {}
+    request = protocol.encode(protocol.EnvGet(host_call_id=1, name="BENCH_VAR"))
+    reply = protocol.encode(protocol.HostReply(host_call_id=1, code=0, data=EnvHost.VALUE))
+    noop, host, raw, pair, starts, died, recovered = [], [], [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         plugin_dir = tmp / "bench"
@@ -153,41 +239,40 @@ def main() -> None:
         runtime = tmp / "run"
         runtime.mkdir(mode=0o700)
         cache = ModuleCache(tmp / "cache")
-        with WorkerPool(runtime, cache, lambda p: EnvHost()) as pool:
+        with WorkerPool(runtime, cache, lambda p: EnvHost(), **options) as pool:
             pool.call(plugin, "noop", [], None).raise_for_error()  # fork server + module cache warm
-            starts = []
-            for _ in range(20):
-                pool.stop(plugin.name)
-                t = time.perf_counter()
-                pool.call(plugin, "noop", [], None).raise_for_error()
-                starts.append(time.perf_counter() - t)
-            noop = []
-            for _ in range(args.calls):
-                t = time.perf_counter()
-                pool.call(plugin, "noop", [], None)
-                noop.append(time.perf_counter() - t)
-            host = []
-            for _ in range(max(10, args.calls // HOST_CALLS_PER_EXPORT)):
-                t = time.perf_counter()
-                pool.call(plugin, "env_loop", [], None).raise_for_error()
-                host.append((time.perf_counter() - t) / HOST_CALLS_PER_EXPORT)
-        request = protocol.encode(protocol.EnvGet(host_call_id=1, name="BENCH_VAR"))
-        reply = protocol.encode(protocol.HostReply(host_call_id=1, code=0, data=EnvHost.VALUE))
-        raw_process = raw_zmq_process_round_trip(f"ipc://{runtime}/raw-p.sock", request, reply, args.calls)
-        raw_thread = raw_zmq_round_trip(f"ipc://{runtime}/raw-t.sock", request, reply, args.calls)
+            raw_peer = RawZmqPeer(f"ipc://{runtime}/raw.sock", request, reply)
+            pair_peer = RawSocketPeer(request, reply)
+            for _ in range(args.rounds):
+                round_noop, round_host = measure_calls(pool, plugin, args.calls)
+                noop += round_noop
+                host += round_host
+                raw += raw_peer.round(args.calls)
+                pair += pair_peer.round(args.calls)
+                starts += measure_starts(pool, plugin, 4)
+                fail_s, next_s = measure_kill(pool, plugin)
+                died.append(fail_s)
+                recovered.append(next_s)
+        raw_peer.close()
+        pair_peer.close()
 
-    raw = median_us(raw_process)
+    raw_us, pair_us = median_us(raw), median_us(pair)
+    host_us = statistics.median(host) * 1e6
+    noop_us = median_us(noop)
     rows = [
-        ("worker start + first no-op call (warm cache, fork server)", median_us(starts)),
-        ("no-op export call (supervisor -> worker -> supervisor)", median_us(noop)),
-        ("host call (guest -> worker -> supervisor -> worker -> guest)", statistics.median(host) * 1e6),
-        ("raw pyzmq DEALER/ROUTER req/rep over ipc, separate process", raw),
-        ("raw pyzmq DEALER/ROUTER req/rep over ipc, thread in-process", median_us(raw_thread)),
+        ("host call (guest -> worker -> supervisor -> worker -> guest)", host_us, "µs"),
+        ("no-op export call, fresh instance", noop_us, "µs"),
+        ("raw pyzmq DEALER/ROUTER req/rep over ipc, two processes", raw_us, "µs"),
+        ("raw socketpair req/rep, two processes", pair_us, "µs"),
+        ("worker cold start + first no-op call (warm cache, fork server)", median_us(starts) / 1000, "ms"),
+        ("kill -9 mid-call -> call failed", median_us(died) / 1000, "ms"),
+        ("call failed -> next call succeeded (first crash: backoff + start)", median_us(recovered) / 1000, "ms"),
     ]
-    for label, value in rows:
-        print(f"{label:<66} {value:9.1f} µs")
-    print(f"ratio host call / raw pyzmq (process)   {rows[2][1] / raw:5.2f}x   (target <= 1.5x)")
-    print(f"ratio no-op export / raw pyzmq (process) {rows[1][1] / raw:5.2f}x")
+    for label, value, unit in rows:
+        print(f"{label:<68} {value:9.1f} {unit}")
+    print(f"ratio host call / raw pyzmq       {host_us / raw_us:5.2f}x   (target <= 1.5x)")
+    print(f"ratio host call / raw socketpair  {host_us / pair_us:5.2f}x   (target <= 2x)")
+    print(f"ratio no-op export / raw pyzmq    {noop_us / raw_us:5.2f}x")
 
 
 if __name__ == "__main__":
