@@ -136,8 +136,12 @@ class AuthRun:
         raise AssertionError(f"no URL printed: {self.lines} {self.proc.stderr.read() if self.proc.stderr else ''}")
 
     def finish(self) -> tuple[int, str, str]:
-        out, err = self.proc.communicate(timeout=WAIT_S)
-        return self.proc.returncode, "\n".join(self.lines) + out, err
+        # read through the same buffered file `url()` used: communicate() would skip what it already buffered
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        rest = self.proc.stdout.read()
+        err = self.proc.stderr.read()
+        self.proc.wait(WAIT_S)
+        return self.proc.returncode, "\n".join([*self.lines, rest]), err
 
     def kill(self) -> None:
         if self.proc.poll() is None:
