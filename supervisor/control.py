@@ -29,7 +29,7 @@ class ControlError(Exception):
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True):
-    op: str  # "ping" | "call" | "exports" | "end_instance" | "status" | "shutdown" | "channel_*"
+    op: str  # "ping" | "call" | "exports" | "end_instance" | "reset" | "status" | "shutdown" | channel ops | "channel_*"
     plugin: str = ""
     export: str = ""
     args: list[str] = []
@@ -158,6 +158,9 @@ class DaemonClient:
 
     def end_instance(self, name: str, instance: str) -> None:
         self._checked(Request(op="end_instance", plugin=name, instance=instance))
+
+    def reset(self, name: str) -> None:
+        self._checked(Request(op="reset", plugin=name))
 
     def status(self) -> list[dict]:
         reply = self.request(Request(op="status"))

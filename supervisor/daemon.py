@@ -38,6 +38,7 @@ PLUGIN_OPERATIONS: dict[str, Callable[[Supervisor, Request], Reply]] = {
         s.call(r.plugin, r.export, r.args, timeout_s=r.timeout_s, instance=r.instance))),
     "exports": lambda s, r: Reply(ok=True, exports=s.exports(r.plugin)),
     "end_instance": lambda s, r: (s.end_instance(r.plugin, r.instance), Reply(ok=True))[1],
+    "reset": lambda s, r: (s.reset(r.plugin), Reply(ok=True))[1],
 }
 
 

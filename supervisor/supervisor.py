@@ -108,6 +108,10 @@ class Supervisor:
     def end_instance(self, name: str, instance: str) -> None:
         self.pool.end_instance(name, instance)
 
+    def reset(self, name: str) -> None:
+        """Forget a plugin's crash record, so a plugin parked after repeated crashes may start again."""
+        self.pool.reset(name)
+
     def status(self) -> list[dict]:
         return [attrs.asdict(s) for s in self.pool.status()]
 

@@ -132,3 +132,21 @@ def test_parallel_clients_are_served(daemon, run_tark):
     for t in threads:
         t.join(timeout=60)
     assert sorted(results) == ["n0", "n1", "n2", "n3"]
+
+
+def test_a_plugin_parked_after_repeated_crashes_starts_again_after_enable(daemon, run_tark):
+    deadline = time.monotonic() + 60
+    while True:
+        done = run_tark("plugin", "call", "dplug", "echo", "x")
+        if "is parked after" in done.stderr:
+            break
+        assert done.returncode == 0, done.stderr
+        assert time.monotonic() < deadline, "the plugin was never parked"
+        os.kill(status(run_tark)["workers"][0]["pid"], signal.SIGKILL)
+    assert done.returncode == 1
+    assert "run `tark plugin enable dplug`" in done.stderr
+    assert status(run_tark)["workers"][0]["state"] == "crashed"
+    enabled = run_tark("plugin", "enable", "dplug")
+    assert enabled.returncode == 0, enabled.stderr
+    again = run_tark("plugin", "call", "dplug", "echo", "back", "--json")
+    assert json.loads(again.stdout) == {"ret": 4, "output": "back"}, again.stderr

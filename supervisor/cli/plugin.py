@@ -9,6 +9,7 @@ from rich.table import Table
 
 from policy.manifest import Manifest
 from supervisor import paths
+from supervisor.daemon import running_client
 from supervisor.cli.output import cut, header, make_console, plugin_json, print_json, status_word, warn
 from supervisor.install_record import InstallRecord
 from supervisor.plugin import InstalledPlugin
@@ -192,6 +193,10 @@ def _print_info(console: Console, plugin: InstalledPlugin, record: InstallRecord
 def enable_command(plugin_id: str) -> None:
     """Enable a plugin."""
     open_registry().enable(plugin_id)
+    client = running_client(paths.runtime_dir())
+    if client is not None:  # a plugin parked after repeated crashes may start again
+        with client:
+            client.reset(plugin_id)
     make_console().print(f"✅ Enabled plugin: {plugin_id}")
 
 
