@@ -31,8 +31,25 @@ def credentials_path(plugin: InstalledPlugin, environ: Mapping[str, str] | None 
             raise CredentialsError(
                 f"OAuth config has unresolved environment placeholders: credentials_path ({expanded})"
             )
-        return Path(os.path.expanduser(expanded))
+        return _checked_custom_path(Path(os.path.expanduser(expanded)), expanded)
     return paths.config_dir() / f"{plugin.name}_oauth.json"
+
+
+def _checked_custom_path(path: Path, written: str) -> Path:
+    """A manifest chooses where `tark auth` writes: keep that to a .json file in the user's home or tark's config
+    dir, outside tark's data root, so a hostile manifest cannot make tark overwrite arbitrary files."""
+    fix = 'use a path like "~/.config/<app>/oauth.json" or remove credentials_path'
+    if not path.is_absolute() or ".." in path.parts:
+        raise CredentialsError(f"credentials_path '{written}' must be absolute (or start with ~/) without '..'; {fix}")
+    if path.suffix != ".json":
+        raise CredentialsError(f"credentials_path '{written}' must name a .json file; {fix}")
+    allowed = (Path(os.path.expanduser("~")), paths.config_dir())
+    if not any(path.is_relative_to(root) for root in allowed) or path.is_relative_to(paths.data_root()):
+        raise CredentialsError(
+            f"credentials_path '{written}' must be inside your home directory or {paths.config_dir()}, "
+            f"and outside tark's data directory {paths.data_root()}; {fix}"
+        )
+    return path
 
 
 def load_credentials(plugin: InstalledPlugin, environ: Mapping[str, str] | None = None) -> str | None:
