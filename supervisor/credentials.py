@@ -9,11 +9,11 @@ tark's own directories to every plugin.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 from supervisor import paths
+from supervisor.atomic_file import write_atomically
 from supervisor.plugin import InstalledPlugin
 
 MAX_CREDENTIALS_BYTES = 256 * 1024
@@ -74,21 +74,7 @@ def save_credentials(plugin: InstalledPlugin, text: str, environ: Mapping[str, s
     """Write atomically: a 0600 temporary file in the same directory, fsync, rename over the target."""
     path = credentials_path(plugin, environ)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mkstemp creates 0600
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(path, text.encode("utf-8"))
     return path
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import attrs
 import cattrs
 
+from supervisor.atomic_file import write_atomically
 from supervisor.plugin import INSTALL_RECORD
 
 
@@ -68,21 +68,5 @@ def write_install_record(plugin_dir: Path, record: InstallRecord) -> None:
 
 
 def write_json_atomic(path: Path, document: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     data = (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomically(path, data, mode=0o644)

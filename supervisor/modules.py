@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -19,6 +17,7 @@ import attrs
 import wasmtime
 
 from worker.protocol import EngineSettings, build_engine_config
+from supervisor.atomic_file import write_atomically
 
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 
@@ -89,16 +88,7 @@ class ModuleCache:
 
     def _write_atomically(self, target: Path, data: bytes) -> None:
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=".tmp-", suffix=".cwasm")  # mkstemp creates 0600
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(target, data)
 
 
 def _read_wasm(wasm_path: Path) -> bytes:

@@ -28,10 +28,10 @@ import attrs
 
 from policy.errors import ManifestError
 from policy.manifest import Manifest
+from supervisor.atomic_file import fsync_dir
 from supervisor.install_record import (
     InstallRecord,
     InstallRecordError,
-    fsync_dir,
     now_rfc3339,
     read_install_record,
     write_install_record,
