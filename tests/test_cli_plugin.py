@@ -133,9 +133,9 @@ def test_add_from_git_with_ref(cli, make_plugin_dir, make_git_repo, tmp_path) ->
 
 
 def test_info_text_and_json(cli, make_plugin_dir, make_git_repo, tmp_path, plugins_root) -> None:
-    src = make_plugin_dir(tmp_path / "repo" / "hello", description="Greets",
-                          extra='author = "Ann"\nlicense = "MIT"\nmin_tark_version = "0.1.0"',
-                          capabilities='http = ["api.example.com", "*.example.org"]\nshell = true')
+    make_plugin_dir(tmp_path / "repo" / "hello", description="Greets",
+                    extra='author = "Ann"\nlicense = "MIT"\nmin_tark_version = "0.1.0"',
+                    capabilities='http = ["api.example.com", "*.example.org"]\nshell = true')
     repo = make_git_repo(tmp_path / "repo")
     assert cli("plugin", "add", repo.url, "-p", "hello", "-b", "main").exit_code == 0
     installed = plugins_root / "hello"

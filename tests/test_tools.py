@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from policy.tools import (
-    RiskLevel,
     ToolAbiError,
     ToolArgsError,
     ToolDef,

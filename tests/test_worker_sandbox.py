@@ -164,7 +164,7 @@ def test_a_lock_down_step_that_cannot_apply_is_logged_once(make_pool, plugin, tm
     pool = make_pool(settings)
     with caplog.at_level(logging.WARNING, logger="supervisor.workers"):
         for _ in range(2):
-            pid = pool.call(plugin, "status", [], None).worker_pid
+            assert pool.call(plugin, "status", [], None).ok
             pool.stop(plugin.name)
     warnings = [r.getMessage() for r in caplog.records if "sandbox degraded" in r.getMessage()]
     assert warnings == [
