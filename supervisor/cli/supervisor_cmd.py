@@ -88,17 +88,20 @@ def status_command(as_json: bool) -> None:
     if not workers:
         console.print("Workers: none running")
     for w in workers:
-        usage = f", {w['rss_mib']:.1f} MiB RSS, {w['cpu_s']:.2f} s CPU" if w.get("rss_mib") is not None else ""
+        usage = (f", {w['uss_mib']:.1f} MiB unique / {w['rss_mib']:.1f} MiB RSS, {w['cpu_s']:.2f} s CPU"
+                 if w.get("rss_mib") is not None else "")
         console.print(f"  {w['name']}: {w['state']} (pid {w['pid']}{usage}), calls={w['calls']}, "
                       f"restarts={w['restarts']}" + (f", last error: {w['last_error']}" if w["last_error"] else ""))
 
 
 def _with_usage(worker: dict) -> dict:
-    worker = dict(worker, rss_mib=None, cpu_s=None)
+    worker = dict(worker, rss_mib=None, uss_mib=None, cpu_s=None)
     if worker.get("pid"):
         try:
             process = psutil.Process(worker["pid"])
-            worker["rss_mib"] = process.memory_info().rss / 2**20
+            memory = process.memory_full_info()  # USS: what stopping this worker would free
+            worker["rss_mib"] = memory.rss / 2**20
+            worker["uss_mib"] = memory.uss / 2**20
             times = process.cpu_times()
             worker["cpu_s"] = times.user + times.system
         except psutil.Error:
