@@ -1,6 +1,6 @@
 """Round-trip costs of the worker path, as ratios to raw pyzmq measured in the same run.
 
-    .venv/bin/python ops/bench/roundtrip.py [--calls 2000] [--rounds 5] [--affinity]
+    .venv/bin/python ops/bench/roundtrip.py [--calls 2000] [--rounds 5]
 
 The machine is shared and noisy, so the worker path and the raw baseline are measured in alternating rounds and
 each figure is the median over all rounds. Prints medians (µs) of:
@@ -10,7 +10,7 @@ each figure is the median over all rounds. Prints medians (µs) of:
   - a raw socketpair request/reply between two processes (the floor),
   - worker cold start + first call (warm module cache, preloaded fork server),
   - after kill -9 of a worker mid-call: how long until the call fails, and until the next call succeeds,
-and the ratios against the design targets. `--affinity` runs the pool with `affinity=True`.
+and the ratios against the design targets.
 """
 
 from __future__ import annotations
@@ -221,11 +221,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=2000, help="no-op calls (and host calls) per round")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--affinity", action="store_true", help="WorkerPool(affinity=True)")
     args = parser.parse_args()
     import wasmtime
 
-    options = {"affinity": True} if args.affinity else {}
     request = protocol.encode(protocol.EnvGet(host_call_id=1, name="BENCH_VAR"))
     reply = protocol.encode(protocol.HostReply(host_call_id=1, code=0, data=EnvHost.VALUE))
     noop, host, raw, pair, starts, died, recovered = [], [], [], [], [], [], []
@@ -239,7 +237,7 @@ def main() -> None:
         runtime = tmp / "run"
         runtime.mkdir(mode=0o700)
         cache = ModuleCache(tmp / "cache")
-        with WorkerPool(runtime, cache, lambda p: EnvHost(), **options) as pool:
+        with WorkerPool(runtime, cache, lambda p: EnvHost()) as pool:
             pool.call(plugin, "noop", [], None).raise_for_error()  # fork server + module cache warm
             raw_peer = RawZmqPeer(f"ipc://{runtime}/raw.sock", request, reply)
             pair_peer = RawSocketPeer(request, reply)
