@@ -100,14 +100,22 @@ class HttpCapability:
         self._audit = audit
         self._log = log
         self._slots = threading.BoundedSemaphore(config.max_concurrent)
-        self._client = httpx.Client(
-            transport=checked_transport(config.literal_hosts, config.max_concurrent),
-            trust_env=False,
-            follow_redirects=False,
-        )
-        # tark sends no User-Agent and asks for no compression (reqwest defaults); keep `Accept: */*`.
-        for name in ("user-agent", "accept-encoding"):
-            self._client.headers.pop(name, None)
+        self._client_lock = threading.Lock()
+        self._client: httpx.Client | None = None  # made on first use: building one costs ~30 ms (TLS context)
+
+    def _pooled_client(self) -> httpx.Client:
+        with self._client_lock:
+            if self._client is None:
+                client = httpx.Client(
+                    transport=checked_transport(self.config.literal_hosts, self.config.max_concurrent),
+                    trust_env=False,
+                    follow_redirects=False,
+                )
+                # tark sends no User-Agent and asks for no compression (reqwest defaults); keep `Accept: */*`.
+                for name in ("user-agent", "accept-encoding"):
+                    client.headers.pop(name, None)
+                self._client = client
+            return self._client
 
     def get(self, url: str, headers: str) -> Outcome:
         return self._request("GET", url, None, headers)
@@ -116,7 +124,9 @@ class HttpCapability:
         return self._request("POST", url, body.encode("utf-8"), headers)
 
     def close(self) -> None:
-        self._client.close()
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
 
     def _request(self, method: str, url: str, body: bytes | None, headers: str) -> Outcome:
         decision = check(self.config.caps, HttpAccess(url))
@@ -151,8 +161,9 @@ class HttpCapability:
                 return {"error": f"request timed out after {self.config.total_timeout_s:g} s"}
             timeout = httpx.Timeout(remaining, connect=min(self.config.connect_timeout_s, remaining))
             try:
-                request = self._client.build_request(method, url, headers=pairs, content=body, timeout=timeout)
-                response = self._client.send(request, stream=True)
+                client = self._pooled_client()
+                request = client.build_request(method, url, headers=pairs, content=body, timeout=timeout)
+                response = client.send(request, stream=True)
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 return {"error": f"request to {url} failed: {_describe(exc)}"}
             try:
