@@ -1,0 +1,95 @@
+"""Many idle plugins: unique memory per worker and start time, against a bare forked Python in the same run.
+
+    .venv/bin/python ops/bench/idle_memory.py [--plugins 100]
+
+Starts one worker per plugin through the real `WorkerPool` (fork server preloaded with wasmtime), makes one call
+on each so every worker has compiled code mapped and an instance run, then leaves them idle and measures each
+worker's USS (memory only that process holds; what stopping it frees). The baseline is a child forked from the same
+fork server running nothing (`multiprocess` forkserver context), measured the same way. Design targets: idle worker
+USS <= 10 MiB; 100 idle plugins on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import wasmtime
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from supervisor import forkserver  # noqa: E402
+from supervisor.host import PluginHost  # noqa: E402
+from supervisor.modules import ModuleCache  # noqa: E402
+from supervisor.plugin import load_plugin_dir  # noqa: E402
+from supervisor.workers import WorkerPool  # noqa: E402
+
+WAT = """
+(module
+  (import "tark:storage" "get" (func $get (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "ping") (result i32) (i32.const 0)))
+"""
+
+
+def uss_mib(pid: int) -> float:
+    return psutil.Process(pid).memory_full_info().uss / 2**20
+
+
+def _idle(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def baseline_uss() -> float:
+    """USS of a do-nothing child of the fork server the pool started (same preloads, same scrubbed environment)."""
+    process = forkserver.WorkerProcess(target=_idle, args=(5.0,))
+    process.start()
+    time.sleep(0.5)
+    try:
+        return uss_mib(process.pid)
+    finally:
+        process.kill()
+        process.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--plugins", type=int, default=100)
+    args = parser.parse_args()
+    wasm = bytes(wasmtime.wat2wasm(WAT))
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        plugins = []
+        for index in range(args.plugins):
+            directory = tmp / f"p{index}"
+            directory.mkdir()
+            (directory / "plugin.toml").write_text(f'[plugin]\nname = "idle-{index}"\nversion = "0.1.0"\ntype = "tool"\n')
+            (directory / "plugin.wasm").write_bytes(wasm)
+            plugins.append(load_plugin_dir(directory))
+        runtime = tmp / "run"
+        runtime.mkdir(mode=0o700)
+        cache = ModuleCache(tmp / "cache")
+        with WorkerPool(runtime, cache, lambda plugin: PluginHost(plugin, audit_path=tmp / "audit.log")) as pool:
+            started = time.perf_counter()
+            pids = [pool.call(plugin, "ping", [], None).raise_for_error().worker_pid for plugin in plugins]
+            elapsed = time.perf_counter() - started
+            time.sleep(1.0)
+            usses = [uss_mib(pid) for pid in pids]
+            base = baseline_uss()
+            print(f"idle workers running                      {len(pids)}")
+            print(f"start + first call, all of them            {elapsed:8.2f} s ({elapsed / len(pids) * 1000:.1f} ms each)")
+            print(f"worker USS median / max                    {statistics.median(usses):8.2f} / {max(usses):.2f} MiB")
+            print(f"worker USS total                           {sum(usses):8.1f} MiB")
+            print(f"baseline: bare fork-server child USS        {base:8.2f} MiB")
+            print(f"ratio worker USS / bare child              {statistics.median(usses) / base:8.2f}x")
+            print(f"target: idle worker USS <= 10 MiB          {'met' if statistics.median(usses) <= 10 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
