@@ -182,3 +182,33 @@ def run_tark(tark_argv: list[str]) -> Callable[..., subprocess.CompletedProcess[
                               timeout=timeout, env=dict(os.environ), check=False)
 
     return run
+
+
+@pytest.fixture
+def runtime_dir(tmp_path: Path) -> Path:
+    """A private (0700) directory for worker endpoints."""
+    path = tmp_path / "run"
+    path.mkdir(mode=0o700)
+    return path
+
+
+@pytest.fixture
+def make_pool(tmp_path: Path, runtime_dir: Path):
+    """`make_pool(settings=EngineSettings(), **WorkerPool kwargs)`: real WorkerPools over the real PluginHost,
+    all closed (workers stopped) when the test ends."""
+    from supervisor.host import PluginHost
+    from supervisor.modules import ModuleCache
+    from supervisor.workers import WorkerPool
+    from worker.protocol import EngineSettings
+
+    pools: list[WorkerPool] = []
+
+    def make(settings: EngineSettings = EngineSettings(), **kwargs: Any) -> WorkerPool:
+        pool = WorkerPool(runtime_dir, ModuleCache(tmp_path / "cache", settings), lambda p: PluginHost(p), **kwargs)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.close()
+

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.host import PluginHost
 from supervisor.modules import ModuleCache
 from supervisor.plugin import InstalledPlugin, load_plugin_dir
 from supervisor.workers import WorkerPool
+from wasm_fixtures import RecordingHost
 from worker import protocol
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,16 +24,6 @@ def _build_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-class RecordingHost(PluginHost):
-    def __init__(self, plugin: InstalledPlugin, **kwargs: object) -> None:
-        super().__init__(plugin, **kwargs)
-        self.logged: list[protocol.Log | protocol.GuestOutput] = []
-
-    def on_log(self, message: protocol.Log | protocol.GuestOutput) -> None:
-        self.logged.append(message)
-        super().on_log(message)
 
 
 @pytest.fixture

@@ -17,10 +17,8 @@ import pytest
 
 import wasm_fixtures
 from policy.restart import Parked, RestartPolicy, StartAfter, StartNow, decide, recent
-from supervisor.host import PluginHost
-from supervisor.modules import ModuleCache
 from supervisor.plugin import InstalledPlugin
-from supervisor.workers import PARKED, RESTARTING, WorkerPool
+from supervisor.workers import PARKED, RESTARTING
 from wasm_fixtures import make_guest
 
 BODY = '(func (export "status") (result i32) (i32.const 7))'
@@ -85,22 +83,6 @@ def reaped(pid: int) -> None:
     while psutil.pid_exists(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.05)
-
-
-@pytest.fixture
-def make_pool(tmp_path: Path):
-    pools: list[WorkerPool] = []
-    runtime_dir = tmp_path / "run"
-    runtime_dir.mkdir(mode=0o700)
-
-    def make(**kwargs: object) -> WorkerPool:
-        pool = WorkerPool(runtime_dir, ModuleCache(tmp_path / "cache"), lambda p: PluginHost(p), **kwargs)
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        pool.close()
 
 
 @pytest.fixture

@@ -16,11 +16,10 @@ from typing import Iterator
 
 import pytest
 
-from supervisor.host import PluginHost
 from supervisor.modules import ModuleCache
 from supervisor.plugin import InstalledPlugin
 from supervisor.workers import WorkerPool
-from wasm_fixtures import make_guest
+from wasm_fixtures import RecordingHost, make_guest
 from worker import protocol
 
 MEMORY_END = 2 * 65536  # the fixture guest has 2 pages and these probes never allocate
@@ -86,18 +85,6 @@ FORWARDING_EXPORTS = r"""
   (func (export "probe_env_set_then_get") (param i32 i32 i32) (result i32)
     (call $env_get (local.get 0) (local.get 1) (local.get 2)))
 """
-
-
-class RecordingHost(PluginHost):
-    """The real PluginHost, also remembering what it was asked to log."""
-
-    def __init__(self, plugin: InstalledPlugin, **kwargs: object) -> None:
-        super().__init__(plugin, **kwargs)
-        self.logged: list[protocol.Log | protocol.GuestOutput] = []
-
-    def on_log(self, message: protocol.Log | protocol.GuestOutput) -> None:
-        self.logged.append(message)
-        super().on_log(message)
 
 
 @pytest.fixture

@@ -55,27 +55,6 @@ BODY = r"""
 
 
 @pytest.fixture
-def runtime_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "run"
-    path.mkdir(mode=0o700)
-    return path
-
-
-@pytest.fixture
-def make_pool(tmp_path: Path, runtime_dir: Path):
-    pools: list[WorkerPool] = []
-
-    def make(**kwargs: object) -> WorkerPool:
-        pool = WorkerPool(runtime_dir, ModuleCache(tmp_path / "cache"), lambda p: PluginHost(p), **kwargs)
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        pool.close()
-
-
-@pytest.fixture
 def plugin(tmp_path: Path) -> InstalledPlugin:
     return make_guest(tmp_path / "probe", BODY, capabilities='storage = true\nenv = ["ECHO"]', extra_imports=WASI_PROC_EXIT)
 

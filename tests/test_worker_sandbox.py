@@ -19,10 +19,8 @@ from pathlib import Path
 import pytest
 
 from supervisor.forkserver import ENV_ALLOWED
-from supervisor.host import PluginHost
-from supervisor.modules import ModuleCache
 from supervisor.plugin import InstalledPlugin
-from supervisor.workers import WorkerLimits, WorkerPool
+from supervisor.workers import WorkerLimits
 from wasm_fixtures import make_guest
 from worker import protocol
 
@@ -40,22 +38,6 @@ BODY = """
   (func (export "bomb_64") (result i32) (call $bomb (i32.const 64)))
   (func (export "bomb_256") (result i32) (call $bomb (i32.const 256)))
 """
-
-
-@pytest.fixture
-def make_pool(tmp_path: Path):
-    pools: list[WorkerPool] = []
-    runtime_dir = tmp_path / "run"
-    runtime_dir.mkdir(mode=0o700)
-
-    def make(settings: protocol.EngineSettings = protocol.EngineSettings(), **kwargs: object) -> WorkerPool:
-        pool = WorkerPool(runtime_dir, ModuleCache(tmp_path / "cache", settings), lambda p: PluginHost(p), **kwargs)
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        pool.close()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from typing import Callable
 
 import wasmtime
 
+from supervisor.host import PluginHost
 from supervisor.plugin import InstalledPlugin, load_plugin_dir
 from worker import protocol
 from worker.channel import SupervisorLink, SupervisorLost
@@ -134,3 +135,16 @@ def oversized_output_worker(spec_bytes: bytes) -> None:
         return protocol.encode(protocol.InvokeResult(call_id=invoke.call_id, ret=size, output=b"x" * size))
 
     _misbehave(spec_bytes, reply)
+
+
+class RecordingHost(PluginHost):
+    """The real PluginHost, also remembering what it was asked to log."""
+
+    def __init__(self, plugin: InstalledPlugin, **kwargs: object) -> None:
+        super().__init__(plugin, **kwargs)
+        self.logged: list[protocol.Log | protocol.GuestOutput] = []
+
+    def on_log(self, message: protocol.Log | protocol.GuestOutput) -> None:
+        self.logged.append(message)
+        super().on_log(message)
+
