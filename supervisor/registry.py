@@ -175,6 +175,16 @@ class Registry:
 
     def get(self, name: str) -> InstalledPlugin:
         with self._locked(exclusive=False):
+            # Our installs live in a directory named after the id: load just that one. Only a directory laid out
+            # otherwise (e.g. installed by tark itself) needs the full scan.
+            direct = self.root / name
+            if not name.startswith(".") and "/" not in name and (direct / MANIFEST_FILE).is_file():
+                try:
+                    plugin = load_plugin_dir(direct)
+                except (PluginLoadError, ManifestError):
+                    plugin = None
+                if plugin is not None and plugin.name == name:
+                    return plugin
             return self._get(self._scan(), name)
 
     def record(self, plugin: InstalledPlugin) -> InstallRecord | None:
@@ -433,7 +443,10 @@ class Registry:
         staging = self.root / STAGING_DIR
         if staging.is_dir():
             for lock_path in staging.glob("*.lock"):
-                fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+                try:
+                    fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    continue  # its install just finished and removed it (that cleanup takes no registry lock)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:

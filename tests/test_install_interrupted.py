@@ -150,7 +150,7 @@ def test_concurrent_installs_never_corrupt_the_registry(plugins_root, make_plugi
     processes = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
     results = [(p.wait(timeout=60), *p.communicate()) for p in processes]
 
-    assert [code for code, _, _ in results[:4]] == [0, 0, 0, 0], results
+    assert [code for code, _, _ in results[:4]] == [0, 0, 0, 0], [err for _, _, err in results[:4]]
     plain_code, _, plain_err = results[4]
     assert plain_code == 0 or "Plugin 'hello' is already installed" in plain_err
 
