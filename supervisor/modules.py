@@ -8,6 +8,7 @@ bytes is only safe for artifacts we produced.
 from __future__ import annotations
 
 import hashlib
+import os
 import importlib.metadata
 import threading
 from pathlib import Path
@@ -41,7 +42,7 @@ class ModuleCache:
         self.settings = settings
         self._engine = wasmtime.Engine(build_engine_config(settings))
         self._settings_hash = hashlib.sha256(settings.cache_key().encode()).hexdigest()[:16]
-        self._exports: dict[str, dict[str, ExportSignature]] = {}
+        self._exports: dict[tuple, dict[str, ExportSignature]] = {}
         self._lock = threading.Lock()
 
     def artifact_for(self, wasm_path: Path, name: str | None = None) -> Path:
@@ -55,11 +56,13 @@ class ModuleCache:
         return artifact
 
     def exports(self, wasm_path: Path, name: str | None = None) -> dict[str, ExportSignature]:
-        """Exported function name -> signature, read in the supervisor (never trusting a worker's word)."""
-        wasm = _read_wasm(wasm_path)
-        digest = hashlib.sha256(wasm).hexdigest()
+        """Exported function name -> signature, read in the supervisor (never trusting a worker's word).
+
+        Cached by file identity, so a call does not re-read and re-hash the wasm; an install or update replaces
+        the file (new inode), an edit in place changes its size or mtime."""
+        key = _file_identity(wasm_path)
         with self._lock:
-            cached = self._exports.get(digest)
+            cached = self._exports.get(key)
         if cached is not None:
             return cached
         artifact = self.artifact_for(wasm_path, name)
@@ -72,7 +75,7 @@ class ModuleCache:
                     tuple(str(p) for p in ty.params), tuple(str(r) for r in ty.results)
                 )
         with self._lock:
-            self._exports[digest] = found
+            self._exports[key] = found
         return found
 
     def _artifact_path(self, wasm: bytes) -> Path:
@@ -89,6 +92,14 @@ class ModuleCache:
     def _write_atomically(self, target: Path, data: bytes) -> None:
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_atomically(target, data)
+
+
+def _file_identity(wasm_path: Path) -> tuple:
+    try:
+        st = os.stat(wasm_path)
+    except OSError as exc:
+        raise ModuleCompileError(f"Failed to read WASM: {wasm_path}: {exc.strerror}") from None
+    return (os.path.realpath(wasm_path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _read_wasm(wasm_path: Path) -> bytes:
