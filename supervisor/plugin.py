@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import attrs
@@ -23,6 +24,9 @@ class InstalledPlugin:
     directory: Path
     manifest: Manifest
     warnings: tuple[str, ...] = ()
+    # (device, inode, size, mtime) of the wasm when loaded: an update that keeps the manifest but replaces the
+    # module still makes a different InstalledPlugin, so a running worker of the old one is replaced.
+    wasm_identity: tuple[int, ...] = ()
 
     @property
     def name(self) -> str:
@@ -58,10 +62,15 @@ def load_plugin_dir(directory: Path) -> InstalledPlugin:
         raise PluginLoadError(f"Failed to read manifest: {manifest_path}: {exc.strerror}") from None
     parsed = parse_manifest(text, str(manifest_path))
     wasm = directory / parsed.manifest.plugin.wasm
-    if not wasm.is_file():
+    try:
+        st = wasm.stat()
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
         raise PluginLoadError(
             f"Failed to load plugin: file not found: {wasm}\n"
             f"WASM module not found: {parsed.manifest.plugin.wasm} (declared in {manifest_path})\n"
             "Did you forget to build the plugin?"
         )
-    return InstalledPlugin(directory=directory, manifest=parsed.manifest, warnings=parsed.warnings)
+    return InstalledPlugin(directory=directory, manifest=parsed.manifest, warnings=parsed.warnings,
+                           wasm_identity=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))

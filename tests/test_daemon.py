@@ -151,3 +151,19 @@ def test_a_plugin_parked_after_repeated_crashes_starts_again_after_enable(daemon
     assert enabled.returncode == 0, enabled.stderr
     again = run_tark("plugin", "call", "dplug", "echo", "back", "--json")
     assert json.loads(again.stdout) == {"ret": 4, "output": "back"}, again.stderr
+
+
+def test_an_update_that_only_replaces_the_wasm_gets_a_new_worker(tmp_path, cli, run_tark):
+    source = tmp_path / "versioned"
+    make_guest(source, BODY + '(func (export "version") (result i32) (i32.const 1))', name="versioned")
+    assert cli("plugin", "add", str(source)).exit_code == 0
+    assert run_tark("supervisor", "start").returncode == 0
+    try:
+        first = run_tark("plugin", "call", "versioned", "version", "--json")
+        assert json.loads(first.stdout)["ret"] == 1
+        make_guest(source, BODY + '(func (export "version") (result i32) (i32.const 2))', name="versioned")
+        assert run_tark("plugin", "update", "versioned").returncode == 0
+        second = run_tark("plugin", "call", "versioned", "version", "--json")
+        assert json.loads(second.stdout)["ret"] == 2, second.stderr
+    finally:
+        run_tark("supervisor", "stop")
