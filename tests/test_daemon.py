@@ -63,6 +63,7 @@ def test_commands_use_the_daemon_with_the_same_output(daemon, run_tark):
     (worker,) = state["workers"]
     assert worker["name"] == "dplug" and worker["state"] == "running" and worker["calls"] == 1
     assert 0 < worker["uss_mib"] <= worker["rss_mib"] and worker["cpu_s"] >= 0
+    assert json.loads(run_tark("plugin", "status", "--json").stdout)["workers"][0]["pid"] == worker["pid"]
     assert worker["pid"] not in (state["pid"], os.getpid())
     assert worker["pid"] in {p.pid for p in psutil.Process(state["pid"]).children(recursive=True)}
     assert run_tark("supervisor", "stop").returncode == 0

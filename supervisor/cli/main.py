@@ -25,7 +25,15 @@ from supervisor.registry import RegistryError
 from supervisor.sources import SourceError
 from supervisor.wasm_check import WasmValidationError
 
-COMMAND_MODULES = ("supervisor.cli.plugin", "supervisor.cli.call", "supervisor.cli.supervisor_cmd", "supervisor.cli.tool", "supervisor.cli.chat", "supervisor.cli.channel", "supervisor.cli.auth")
+COMMAND_MODULES = (
+    "supervisor.cli.plugin",
+    "supervisor.cli.call",
+    "supervisor.cli.supervisor_cmd",
+    "supervisor.cli.tool",
+    "supervisor.cli.chat",
+    "supervisor.cli.channel",
+    "supervisor.cli.auth",
+)
 
 
 @attrs.frozen

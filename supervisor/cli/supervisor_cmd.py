@@ -17,6 +17,7 @@ from supervisor.daemon import DaemonError, running_client, serve, start_backgrou
 def register(cli: click.Group) -> None:
     cli.add_user_errors(DaemonError, WebhookListenError)  # type: ignore[attr-defined]
     cli.add_command(supervisor_group)
+    cli.subgroup("plugin").add_command(status_command, "status")  # type: ignore[attr-defined]  # same view
 
 
 @click.group("supervisor")
