@@ -29,7 +29,7 @@ class ControlError(Exception):
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True):
-    op: str  # "ping" | "call" | "exports" | "end_instance" | "reset" | "status" | "shutdown" | channel ops | "channel_*"
+    op: str  # "ping" | "call" | "exports" | "end_instance" | "reset" | "stop_worker" | "status" | "shutdown" | channel ops | "channel_*"
     plugin: str = ""
     export: str = ""
     args: list[str] = []
@@ -161,6 +161,9 @@ class DaemonClient:
 
     def reset(self, name: str) -> None:
         self._checked(Request(op="reset", plugin=name))
+
+    def stop_worker(self, name: str) -> None:
+        self._checked(Request(op="stop_worker", plugin=name))
 
     def status(self) -> list[dict]:
         reply = self.request(Request(op="status"))

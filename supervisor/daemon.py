@@ -39,6 +39,7 @@ PLUGIN_OPERATIONS: dict[str, Callable[[Supervisor, Request], Reply]] = {
     "exports": lambda s, r: Reply(ok=True, exports=s.exports(r.plugin)),
     "end_instance": lambda s, r: (s.end_instance(r.plugin, r.instance), Reply(ok=True))[1],
     "reset": lambda s, r: (s.reset(r.plugin), Reply(ok=True))[1],
+    "stop_worker": lambda s, r: (s.stop_worker(r.plugin), Reply(ok=True))[1],
 }
 
 

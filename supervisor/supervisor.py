@@ -108,6 +108,10 @@ class Supervisor:
     def end_instance(self, name: str, instance: str) -> None:
         self.pool.end_instance(name, instance)
 
+    def stop_worker(self, name: str) -> None:
+        """Stop the plugin's worker now (it was disabled or removed); a later call would start a new one."""
+        self.pool.stop(name)
+
     def reset(self, name: str) -> None:
         """Forget a plugin's crash record, so a plugin parked after repeated crashes may start again."""
         self.pool.reset(name)

@@ -168,3 +168,18 @@ def test_an_update_that_only_replaces_the_wasm_gets_a_new_worker(tmp_path, cli, 
         assert json.loads(second.stdout)["ret"] == 2, second.stderr
     finally:
         run_tark("supervisor", "stop")
+
+
+def test_disable_and_remove_stop_the_plugins_worker_in_the_daemon(daemon, run_tark):
+    assert run_tark("plugin", "call", "dplug", "echo", "x").returncode == 0
+    pid = status(run_tark)["workers"][0]["pid"]
+    assert run_tark("plugin", "disable", "dplug").returncode == 0
+    (worker,) = status(run_tark)["workers"]
+    assert worker["state"] == "stopped" and worker["pid"] is None
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    refused = run_tark("plugin", "call", "dplug", "echo", "x")
+    assert refused.returncode == 1 and "disabled" in refused.stderr
+    assert run_tark("plugin", "enable", "dplug").returncode == 0
+    assert run_tark("plugin", "call", "dplug", "echo", "x").returncode == 0
+    assert run_tark("plugin", "remove", "dplug").returncode == 0
+    assert status(run_tark)["workers"][0]["state"] == "stopped"

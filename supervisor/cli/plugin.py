@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import click
 from rich import box
 from rich.console import Console
@@ -9,6 +11,7 @@ from rich.table import Table
 
 from policy.manifest import Manifest
 from supervisor import paths
+from supervisor.control import DaemonClient
 from supervisor.daemon import running_client
 from supervisor.cli.output import cut, header, make_console, plugin_json, print_json, status_word, warn
 from supervisor.install_record import InstallRecord
@@ -193,11 +196,15 @@ def _print_info(console: Console, plugin: InstalledPlugin, record: InstallRecord
 def enable_command(plugin_id: str) -> None:
     """Enable a plugin."""
     open_registry().enable(plugin_id)
-    client = running_client(paths.runtime_dir())
-    if client is not None:  # a plugin parked after repeated crashes may start again
-        with client:
-            client.reset(plugin_id)
+    _tell_running_daemon(lambda daemon: daemon.reset(plugin_id))  # a plugin parked after crashes may start again
     make_console().print(f"✅ Enabled plugin: {plugin_id}")
+
+
+def _tell_running_daemon(action: Callable[[DaemonClient], None]) -> None:
+    client = running_client(paths.runtime_dir())
+    if client is not None:
+        with client:
+            action(client)
 
 
 @plugin_group.command("disable")
@@ -205,6 +212,7 @@ def enable_command(plugin_id: str) -> None:
 def disable_command(plugin_id: str) -> None:
     """Disable a plugin (it stays installed)."""
     open_registry().disable(plugin_id)
+    _tell_running_daemon(lambda daemon: daemon.stop_worker(plugin_id))
     make_console().print(f"✅ Disabled plugin: {plugin_id}")
 
 
@@ -216,6 +224,7 @@ def remove_command(plugin_id: str) -> None:
     console = make_console()
     header(console, "=== Uninstalling Plugin ===")
     registry.remove(plugin_id)
+    _tell_running_daemon(lambda daemon: daemon.stop_worker(plugin_id))
     console.print(f"✅ Successfully uninstalled plugin: {plugin_id}")
 
 
