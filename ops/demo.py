@@ -138,9 +138,13 @@ def oauth_sign_in(demo: Demo) -> None:
                 httpx.get(match.group(1), follow_redirects=True, timeout=30)
         if process.wait(timeout=60) != 0:
             demo.failures.append("tark auth oauth-demo failed")
-        demo.run("auth", "status", env=env)
         demo.run("chat", "--provider", "oauth-demo", "who am I?", env=env)
+        demo.section("Auth plugin (type auth, tark's legacy exports): the device flow, then the plugin holds the token")
+        demo.run("auth", "device-auth", env=env)
+        demo.run("plugin", "call", "device-auth", "get_token", env=env)
+        demo.run("auth", "status", env=env)
         demo.run("auth", "logout", "oauth-demo", env=env)
+        demo.run("auth", "logout", "device-auth", env=env)
 
 
 def channels(demo: Demo) -> None:

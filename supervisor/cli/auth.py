@@ -138,8 +138,9 @@ def _login(target: AuthTarget, no_browser: bool, timeout_s: float | None, min_po
         raise AuthFailed(detail) from None
     click.echo("✅ Successfully authenticated!")
     click.echo(f"Credentials saved to: {result.credentials_path}")
-    click.echo("You can now use this provider:")
-    click.echo(f"  tark chat --provider {target.provider_id}")
+    if target.plugin.manifest.plugin.type == "provider":
+        click.echo("You can now use this provider:")
+        click.echo(f"  tark chat --provider {target.provider_id}")
 
 
 @auth_group.command("status")
