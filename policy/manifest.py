@@ -468,8 +468,3 @@ def _validate_oauth(oauth: OAuthConfig, source: str) -> None:
     if not oauth.scopes and oauth.flow == "pkce":
         raise ManifestError(source, "oauth.scopes", "at least one scope is required for the PKCE flow",
                             'add scopes = ["openid"] or the scopes the provider needs')
-
-
-def manifest_summary(manifest: Manifest) -> dict[str, Any]:
-    """A JSON-ready view of the manifest (used by `--json` output)."""
-    return _CONVERTER.unstructure(manifest)
