@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 
 from policy.limits import Limits
 from supervisor import paths
-from supervisor.capabilities.audit import AuditLog
+from supervisor.capabilities.audit import AUDIT_FILE, AuditLog
 from supervisor.capabilities.env import EnvCapability, EnvConfig
 from supervisor.capabilities.fs import FsCapability, FsConfig
 from supervisor.capabilities.http import HttpCapability, HttpConfig
@@ -29,7 +29,6 @@ from supervisor.capabilities.ws import WsCapability, WsConfig
 from supervisor.plugin import InstalledPlugin
 from worker import protocol
 
-AUDIT_FILE = "audit.log"
 _log = logging.getLogger("tark.supervisor.host")
 
 
@@ -104,7 +103,7 @@ class PluginHost:
         if self._closed.is_set():
             return
         self._closed.set()
-        for part in (self.ws.close_all, self.http.close, self.storage.close, self.log.close):
+        for part in (self.ws.close_all, self.http.close, self.storage.close, self.log.close, self.audit.close):
             try:
                 part()
             except Exception:  # noqa: BLE001 - close the rest anyway

@@ -34,7 +34,7 @@ def test_env_exact_and_prefix_entries_from_the_given_environment(tmp_path: Path)
         assert env(host, "SECRET") == protocol.HostReply(host_call_id=5, code=-2, data=b"")
         assert env(host, "MYAPP").code == -2
         assert env(host, "api_key").code == -2
-    assert [(r["capability"], r["target"]) for r in read_audit(tmp_path / "audit.log")] == [
+    assert [(r["capability"], r["target"]) for r in read_audit(tmp_path / "audit.log", decision="denied")] == [
         ("env", "SECRET"), ("env", "MYAPP"), ("env", "api_key")]
 
 
@@ -85,7 +85,7 @@ def test_fs_reads_files_under_a_directory_entry(tmp_path: Path, tree: Path) -> N
         assert read(host, f"{tree}/conf/latin1.txt").code == -3  # not UTF-8
         assert read(host, "").code == -1
         assert read(host, f"{tree}/conf/a.json\x00").code == -1
-    targets = [r["target"] for r in read_audit(tmp_path / "audit.log")]
+    targets = [r["target"] for r in read_audit(tmp_path / "audit.log", decision="denied")]
     assert f"{tree}/secret/key" in targets and "files/conf/a.json" in targets
 
 

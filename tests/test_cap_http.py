@@ -103,7 +103,7 @@ def test_urls_outside_the_manifest_are_denied_with_minus_two_and_audited(tmp_pat
         for url in denied:
             assert get(host, url) == protocol.HostReply(host_call_id=7, code=-2, data=b""), url
         assert post(host, denied[0], "x").code == -2
-    records = read_audit(tmp_path / "audit.log")
+    records = read_audit(tmp_path / "audit.log", decision="denied")
     assert [r["target"] for r in records] == denied + [denied[0]]
     assert {r["capability"] for r in records} == {"http"}
 
@@ -134,7 +134,7 @@ def test_redirects_are_followed_and_every_hop_rechecked(tmp_path: Path) -> None:
             assert answer(get(host, base + "/away")) == {"error": f"redirect to http://127.0.0.1:{other}/secret not allowed"}
             assert answer(get(host, base + "/loop")) == {"error": "too many redirects (more than 3)"}
     assert other_hits == []
-    (record,) = read_audit(tmp_path / "audit.log")
+    (record,) = read_audit(tmp_path / "audit.log", decision="denied")
     assert record["target"] == f"http://127.0.0.1:{other}/secret" and "redirect from" in record["reason"]
 
 

@@ -66,7 +66,7 @@ def test_storage_not_declared_is_refused_and_audited(tmp_path: Path) -> None:
         assert get(host, "k").code == -1
         assert delete(host, "k") == -1
         assert not (host.plugin.data_dir / "storage.sqlite3").exists()
-    records = read_audit(tmp_path / "audit.log")
+    records = read_audit(tmp_path / "audit.log", decision="denied")
     assert [(r["plugin"], r["capability"], r["target"]) for r in records] == [
         ("demo", "storage", "set k"), ("demo", "storage", "get k"), ("demo", "storage", "delete k")]
     assert all("storage = true" in r["reason"] for r in records)

@@ -194,7 +194,7 @@ def test_policy_denials_and_scheme_rules(tmp_path: Path) -> None:
                 "error": "Only wss:// URLs are allowed", "ok": False}
         with make_host(tmp_path / "bare", 'http = ["127.0.0.1"]', audit_path=tmp_path / "audit.log") as host:
             assert connect(host, f"ws://127.0.0.1:{port}/echo").code == -2  # bare host = wss on 443 only
-    records = read_audit(tmp_path / "audit.log")
+    records = read_audit(tmp_path / "audit.log", decision="denied")
     assert [r["target"] for r in records] == [f"ws://127.0.0.1:{port + 1}/echo", f"wss://127.0.0.1:{port}/echo",
                                              f"ws://127.0.0.1:{port}/echo"]
 

@@ -76,7 +76,7 @@ def test_denials_are_audited_in_a_private_file(tmp_path: Path, caplog: pytest.Lo
         assert host.handle(protocol.EnvGet(host_call_id=1, name="AWS_SECRET_ACCESS_KEY")).code == -2
     log = tmp_path / "audit.log"
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
-    (record,) = read_audit(log)
+    (record,) = read_audit(log, decision="denied")
     assert record["plugin"] == "nosy" and record["capability"] == "env"
     assert record["target"] == "AWS_SECRET_ACCESS_KEY" and record["decision"] == "denied"
     assert record["reason"] and record["time"].endswith("+00:00")
@@ -88,7 +88,7 @@ def test_default_audit_log_is_in_the_data_root(tmp_path: Path, isolated_env: Pat
 
     with PluginHost(make_plugin(tmp_path / "p")) as host:
         host.handle(protocol.FsRead(host_call_id=1, path="/etc/passwd"))
-    assert read_audit(isolated_env / "audit.log")[0]["target"] == "/etc/passwd"
+    assert read_audit(isolated_env / "audit.log", decision="denied")[0]["target"] == "/etc/passwd"
 
 
 # --------------------------------------------------------------------------------- the policy function

@@ -221,6 +221,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=2000, help="no-op calls (and host calls) per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--host", choices=("minimal", "real"), default="minimal",
+                        help="answer host calls with a minimal fixed host, or the real PluginHost (capability "
+                             "check, audit trail) with env = [\"BENCH_VAR\"] declared")
     args = parser.parse_args()
     import wasmtime
 
@@ -231,13 +234,24 @@ def main() -> None:
         tmp = Path(tmp_name)
         plugin_dir = tmp / "bench"
         plugin_dir.mkdir()
-        (plugin_dir / "plugin.toml").write_text('[plugin]\nname = "bench"\nversion = "0.1.0"\ntype = "tool"\n')
+        (plugin_dir / "plugin.toml").write_text('[plugin]\nname = "bench"\nversion = "0.1.0"\ntype = "tool"\n'
+                                                '[capabilities]\nenv = ["BENCH_VAR"]\n')
         (plugin_dir / "plugin.wasm").write_bytes(bytes(wasmtime.wat2wasm(WAT)))
         plugin = load_plugin_dir(plugin_dir)
         runtime = tmp / "run"
         runtime.mkdir(mode=0o700)
         cache = ModuleCache(tmp / "cache")
-        with WorkerPool(runtime, cache, lambda p: EnvHost()) as pool:
+        if args.host == "real":
+            from supervisor.host import PluginHost
+
+            environ = {"BENCH_VAR": EnvHost.VALUE.decode()}
+
+            def make_host(p):
+                return PluginHost(p, environ=environ, audit_path=tmp / "audit.log")
+        else:
+            def make_host(p):
+                return EnvHost()
+        with WorkerPool(runtime, cache, make_host) as pool:
             pool.call(plugin, "noop", [], None).raise_for_error()  # fork server + module cache warm
             raw_peer = RawZmqPeer(f"ipc://{runtime}/raw.sock", request, reply)
             pair_peer = RawSocketPeer(request, reply)

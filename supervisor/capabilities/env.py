@@ -41,6 +41,7 @@ class EnvCapability:
         if not decision.allowed:
             self._audit.denied("env", name, decision.reason)
             return Outcome(DENIED)
+        self._audit.allowed("env", name, decision.reason)
         value = self._environ.get(name)
         if value is None:
             return Outcome(0)

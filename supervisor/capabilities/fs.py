@@ -82,6 +82,7 @@ class FsCapability:
             self._audit.denied("fs_read", canonical if canonical == path else f"{path} -> {canonical}",
                                decision.reason)
             return Outcome(DENIED)
+        self._audit.allowed("fs_read", canonical, decision.reason)
         try:
             fd = os.open(canonical, _OPEN_FLAGS)
         except OSError as exc:

@@ -133,6 +133,7 @@ class HttpCapability:
         if not decision.allowed:
             self._audit.denied("http", url, decision.reason)
             return Outcome(DENIED)
+        self._audit.allowed("http", url, decision.reason)
         pairs = parse_header_pairs(headers)
         try:
             validate_header_pairs(pairs)
@@ -180,6 +181,7 @@ class HttpCapability:
             if not decision.allowed:
                 self._audit.denied("http", next_url, f"redirect from {url}: {decision.reason}")
                 return {"error": f"redirect to {next_url} not allowed"}
+            self._audit.allowed("http", next_url, f"redirect from {url}: {decision.reason}")
             if response.status_code == 303 and method != "HEAD" or (
                     response.status_code in (301, 302) and method == "POST"):
                 method, body = "GET", None

@@ -268,6 +268,7 @@ class StorageCapability:
         if not self.config.allowed:
             self._audit.denied("storage", f"{op} {key}", "the manifest does not declare storage = true")
             return None
+        self._audit.allowed("storage", f"{op} {key}", "storage = true in the manifest")
         with self._open_lock:
             if self._store is None:
                 store = None

@@ -88,6 +88,7 @@ class WsCapability:
         if not decision.allowed:
             self._audit.denied("http", url, f"websocket: {decision.reason}")
             return Outcome(DENIED)
+        self._audit.allowed("http", url, f"websocket: {decision.reason}")
         scheme = urlsplit(url).scheme.lower()
         explicit_scheme = decision.pattern is not None and "://" in decision.pattern
         if scheme not in ("ws", "wss") or (scheme == "ws" and not explicit_scheme):

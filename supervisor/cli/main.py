@@ -27,6 +27,7 @@ from supervisor.wasm_check import WasmValidationError
 
 COMMAND_MODULES = (
     "supervisor.cli.plugin",
+    "supervisor.cli.plugin_audit",
     "supervisor.cli.call",
     "supervisor.cli.supervisor_cmd",
     "supervisor.cli.tool",
