@@ -29,6 +29,7 @@ import attrs
 from policy.errors import ManifestError
 from policy.manifest import Manifest
 from supervisor.atomic_file import fsync_dir
+from supervisor.capabilities.storage import strip_shipped_data
 from supervisor.install_record import (
     InstallRecord,
     InstallRecordError,
@@ -217,6 +218,7 @@ class Registry:
                                  limits=self._copy_limits)
             except SourceError as exc:
                 raise InstallError(str(exc).replace(str(origin), str(shown))) from None
+            strip_shipped_data(tree / DATA_DIR, log)  # a source's data/ is never trusted (only storage.json)
             if isinstance(source, GitSource):
                 shutil.rmtree(work / "clone", ignore_errors=True)
             try:

@@ -4,6 +4,11 @@ Fixes tark's weaknesses 9-12: every operation is one transaction on a shared dat
 between instances or processes), files are created 0600 in a 0700 directory before SQLite opens them, the
 `storage` capability is enforced, keys, values and the total are bounded, and an existing tark
 `data/storage.json` is imported once (a corrupt one is reported and kept, not silently dropped).
+
+Shipped state is never trusted (docs/secrets-and-audit.md): an install keeps nothing of a source's `data/` but a
+`storage.json` (`strip_shipped_data`); the import goes through the same key, value and quota limits as
+`storage.set`; and a database holding anything the supervisor did not create (a trigger, a view, another
+table) is refused instead of used.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import sqlite3
+import stat
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -39,6 +46,38 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WIT
 
 class StorageLimitError(Exception):
     """A write the limits refuse; the message says which limit."""
+
+
+class ForeignDatabaseError(sqlite3.DatabaseError):
+    """The database file holds schema objects the supervisor did not create."""
+
+
+_OUR_SCHEMA = {("table", "kv"), ("table", "meta")}
+
+
+@attrs.frozen
+class StoreLimits:
+    quota_bytes: int
+    max_key_bytes: int
+    max_value_bytes: int
+
+
+def strip_shipped_data(data_dir: Path, log: logging.Logger) -> None:
+    """Remove everything a plugin source ships in `data/` except a regular `storage.json` (imported later under
+    the storage limits). Called on the staged copy at install, before anything opens it."""
+    if data_dir.is_symlink() or (data_dir.exists() and not data_dir.is_dir()):
+        data_dir.unlink()
+        return
+    if not data_dir.is_dir():
+        return
+    for entry in data_dir.iterdir():
+        if entry.name == TARK_JSON_FILE and entry.is_file() and not entry.is_symlink():
+            continue
+        log.warning("ignoring %s shipped in the plugin's data/: only storage.json is imported", entry.name)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 @attrs.frozen
@@ -79,6 +118,8 @@ class KeyValueStore:
             self._conn = sqlite3.connect(db_path, timeout=busy_timeout_s, isolation_level=None,
                                          check_same_thread=False)
             try:
+                self._conn.execute("PRAGMA trusted_schema=OFF")
+                _check_schema(self._conn, db_path)
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._conn.executescript(_SCHEMA)
@@ -114,23 +155,28 @@ class KeyValueStore:
         with self._lock:
             return self._used_bytes()
 
-    def import_tark_json(self, path: Path) -> None:
-        """Import tark's storage.json once. A corrupt file is logged and left in place, and not marked imported,
-        so a fixed file is imported next time."""
+    def import_tark_json(self, path: Path, limits: StoreLimits) -> None:
+        """Import tark's storage.json once, under the same limits as storage.set. A corrupt or oversized file
+        is logged and left in place, and not marked imported, so a fixed file is imported next time."""
         with self._lock, self._write():
             if self._conn.execute("SELECT 1 FROM meta WHERE name = ?", (_IMPORTED,)).fetchone():
                 return
+            keep = "starting with empty storage; the file is kept: fix or remove it and it will be imported next time"
             try:
-                raw = path.read_bytes()
+                raw = _read_bounded(path, 2 * limits.quota_bytes + 65536)
             except FileNotFoundError:
                 return
-            except OSError as exc:
-                self._log.error("cannot read %s (%s); starting with empty storage, the file is kept", path, exc)
+            except (OSError, StorageLimitError) as exc:
+                self._log.error("cannot import %s: %s; %s", path, exc, keep)
                 return
             data = _parse_tark_storage(raw)
             if data is None:
-                self._log.error("%s is not a JSON object of strings; starting with empty storage. The file is "
-                                "kept: fix or remove it and it will be imported on the next start", path)
+                self._log.error("%s is not a JSON object of strings; %s", path, keep)
+                return
+            try:
+                self._check_import(data, limits)
+            except StorageLimitError as exc:
+                self._log.error("cannot import %s: %s; %s", path, exc, keep)
                 return
             # Keys already in the database are newer than the file: keep them.
             self._conn.executemany("INSERT OR IGNORE INTO kv (key, value) VALUES (?, ?)", data.items())
@@ -138,6 +184,21 @@ class KeyValueStore:
             self._conn.execute("INSERT INTO meta (name, value) VALUES (?, ?)",
                                (_IMPORTED, json.dumps({"from": str(path), "keys": len(data), "at": stamp})))
             self._log.info("imported %d keys from %s", len(data), path)
+
+    def _check_import(self, data: dict[str, str], limits: StoreLimits) -> None:
+        total = self._used_bytes()
+        for key, value in data.items():
+            key_bytes, value_bytes = len(key.encode("utf-8", "surrogatepass")), len(value.encode("utf-8", "surrogatepass"))
+            if key_bytes > limits.max_key_bytes:
+                raise StorageLimitError(f"a key of {key_bytes} bytes exceeds the {limits.max_key_bytes}-byte key limit")
+            if value_bytes > limits.max_value_bytes:
+                raise StorageLimitError(f"the value of a key is {value_bytes} bytes, over the "
+                                        f"{limits.max_value_bytes}-byte value limit")
+            if self._conn.execute("SELECT 1 FROM kv WHERE key = ?", (key,)).fetchone() is None:
+                total += key_bytes + value_bytes
+        if total > limits.quota_bytes:
+            raise StorageLimitError(f"importing it needs {total} bytes, over the storage quota of "
+                                    f"{limits.quota_bytes} bytes")
 
     def _used_bytes(self) -> int:
         return self._conn.execute("SELECT coalesce(sum(length(CAST(key AS BLOB)) + length(CAST(value AS BLOB))),"
@@ -159,6 +220,34 @@ class _Transaction:
 
     def __exit__(self, exc_type, _exc, _tb) -> None:
         self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _check_schema(conn: sqlite3.Connection, db_path: Path) -> None:
+    found = conn.execute("SELECT type, name FROM sqlite_master").fetchall()
+    foreign = sorted(f"{kind} '{name}'" for kind, name in found if (kind, name) not in _OUR_SCHEMA)
+    if foreign:
+        raise ForeignDatabaseError(
+            f"{db_path} contains {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, which tark did not "
+            "create; it is not used. Move the file away to start with empty storage")
+
+
+def _read_bounded(path: Path, max_bytes: int) -> bytes:
+    """The content of a regular file (no symlink) of at most `max_bytes`, checked before reading."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StorageLimitError("it is not a regular file")
+        if info.st_size > max_bytes:
+            raise StorageLimitError(f"it is {info.st_size} bytes, more than the storage quota can hold "
+                                    f"(files over {max_bytes} bytes are not read)")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise StorageLimitError(f"it grew past {max_bytes} bytes while being read")
+        return data
+    finally:
+        os.close(fd)
 
 
 def _parse_tark_storage(raw: bytes) -> dict[str, str] | None:
@@ -274,7 +363,8 @@ class StorageCapability:
                 store = None
                 try:
                     store = KeyValueStore(self.config.db_path, self.config.busy_timeout_s, self._log)
-                    store.import_tark_json(self.config.data_dir / TARK_JSON_FILE)
+                    store.import_tark_json(self.config.data_dir / TARK_JSON_FILE, StoreLimits(
+                        self.config.quota_bytes, self.config.max_key_bytes, self.config.max_value_bytes))
                 except (OSError, sqlite3.Error) as exc:
                     self._log.error("cannot open plugin storage %s: %s", self.config.db_path, exc)
                     if store is not None:
