@@ -27,6 +27,7 @@ from supervisor.capabilities.outcome import FAILED, Outcome
 from supervisor.capabilities.storage import StorageCapability, StorageConfig
 from supervisor.capabilities.ws import WsCapability, WsConfig
 from supervisor.plugin import InstalledPlugin
+from supervisor.secrets import SecretReader
 from worker import protocol
 
 _log = logging.getLogger("tark.supervisor.host")
@@ -40,6 +41,7 @@ class PluginHost:
         environ: Mapping[str, str] | None = None,
         home: str | None = None,
         audit_path: Path | None = None,
+        secrets_dir: Path | None = None,
     ) -> None:
         self.plugin = plugin
         self.limits = limits
@@ -50,7 +52,7 @@ class PluginHost:
         self.http = HttpCapability(HttpConfig.derive(caps, limits), self.audit, plugin_log)
         self.ws = WsCapability(WsConfig.derive(caps, limits), self.audit, plugin_log)
         self.env = EnvCapability(EnvConfig.derive(caps, limits), os.environ if environ is None else environ,
-                                 self.audit, plugin_log)
+                                 self.audit, plugin_log, SecretReader(plugin.name, secrets_dir))
         self.fs = FsCapability(FsConfig.derive(caps, home if home is not None else os.path.expanduser("~"), limits),
                                self.audit, plugin_log)
         self.log = LogCapability(LogConfig.derive(plugin.name, limits), plugin_log)

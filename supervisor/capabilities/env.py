@@ -1,4 +1,5 @@
-"""tark:env — environment variables the manifest names (exact or `PREFIX_*`), from the supervisor's environment.
+"""tark:env — environment variables the manifest names (exact or `PREFIX_*`): the plugin's own secrets first
+(`tark plugin secret set`, supervisor/secrets.py), then the supervisor's environment.
 
 Codes (tark-core-abi.md §1.4): denied -2, unset 0 (nothing written), otherwise the value's length. A value
 longer than the guest's buffer (env_max_result_bytes) is refused with -1 instead of overrunning it.
@@ -16,6 +17,7 @@ from policy.limits import Limits
 from policy.manifest import Capabilities
 from supervisor.capabilities.audit import AuditLog
 from supervisor.capabilities.outcome import DENIED, FAILED, Outcome
+from supervisor.secrets import SecretError, SecretReader
 
 
 @attrs.frozen
@@ -30,9 +32,10 @@ class EnvConfig:
 
 class EnvCapability:
     def __init__(self, config: EnvConfig, environ: Mapping[str, str], audit: AuditLog,
-                 log: logging.Logger) -> None:
+                 log: logging.Logger, secrets: SecretReader | None = None) -> None:
         self.config = config
         self._environ = environ
+        self._secrets = secrets
         self._audit = audit
         self._log = log
 
@@ -41,8 +44,16 @@ class EnvCapability:
         if not decision.allowed:
             self._audit.denied("env", name, decision.reason)
             return Outcome(DENIED)
-        self._audit.allowed("env", name, decision.reason)
-        value = self._environ.get(name)
+        try:
+            value = self._secrets.get(name) if self._secrets is not None else None
+        except SecretError as exc:
+            self._log.error("env %s: %s", name, exc)
+            return Outcome(FAILED)
+        if value is not None:
+            self._audit.allowed("env", name, f"{decision.reason}; answered from the plugin's secrets")
+        else:
+            self._audit.allowed("env", name, decision.reason)
+            value = self._environ.get(name)
         if value is None:
             return Outcome(0)
         try:

@@ -28,6 +28,7 @@ from supervisor.wasm_check import WasmValidationError
 COMMAND_MODULES = (
     "supervisor.cli.plugin",
     "supervisor.cli.plugin_audit",
+    "supervisor.cli.plugin_secret",
     "supervisor.cli.call",
     "supervisor.cli.supervisor_cmd",
     "supervisor.cli.tool",
