@@ -25,6 +25,19 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def escape_control(text: str) -> str:
-    """`text` with every control character replaced by a visible escape (`\\x1b`, `\\r`, `\\u202e`)."""
-    return _CONTROL.sub(_escape, text)
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def escape_control(text: str, *, keep_newlines: bool = False) -> str:
+    """`text` with every control character replaced by a visible escape (`\\x1b`, `\\r`, `\\u202e`).
+
+    `keep_newlines` leaves `\\n` alone, for multi-line text of our own that embeds untrusted parts (an error
+    message with a hint on its second line); untrusted single-line fields use the default."""
+    return (_CONTROL_BUT_NEWLINE if keep_newlines else _CONTROL).sub(_escape, text)
+
+
+def escape_json_text(document: str) -> str:
+    """JSON text with the characters `json.dumps(ensure_ascii=False)` leaves raw but terminals act on (DEL, C1,
+    bidi controls, line separators) written as `\\uXXXX` escapes. Such characters only occur inside strings."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", document)

@@ -14,6 +14,8 @@ import sys
 
 import attrs
 
+from policy.text import escape_control
+
 ENV_VAR = "TARK_LOG"
 _LEVELS = {
     "trace": logging.DEBUG,
@@ -26,6 +28,16 @@ _LEVELS = {
 }
 _TARGET = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _HANDLER_NAME = "tark-cli"
+
+
+class EscapingFormatter(logging.Formatter):
+    """Each record is one line: control characters in the message (plugin log lines, guest errors, manifest
+    text, paths) are escaped, so nothing logged can forge another line or reach the terminal as a control
+    sequence. Tracebacks, which are ours, are appended as they are."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_control(record.message)
+        return super().formatMessage(record)
 
 
 class LogFilterError(ValueError):
@@ -79,7 +91,7 @@ def configure_logging(verbose: bool, spec: str | None) -> LogFilter:
     handler = logging.StreamHandler(sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.tark_targets = tuple(name for name, _ in log_filter.targets)  # type: ignore[attr-defined]
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s"))
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(log_filter.default)
     for name, level in log_filter.targets:

@@ -15,11 +15,10 @@ from typing import Callable
 import attrs
 
 from policy.limits import Limits
+from policy.text import escape_control
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 STREAM_LEVELS = {"stdout": logging.INFO, "stderr": logging.WARNING}
-_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c != 9} | {0x7F: "\\x7f"}
-_CONTROL.update({10: "\\n", 13: "\\r"})
 
 
 @attrs.frozen
@@ -101,4 +100,4 @@ class LogCapability:
             self.logger.warning("[plugin:%s] %d messages dropped (rate limit)", self.config.plugin, dropped)
         if len(message) > self.config.max_line_chars:
             message = message[: self.config.max_line_chars] + f"… ({len(message)} characters)"
-        self.logger.log(level, "[plugin:%s] %s", self.config.plugin, message.translate(_CONTROL))
+        self.logger.log(level, "[plugin:%s] %s", self.config.plugin, escape_control(message))

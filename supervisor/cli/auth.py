@@ -16,7 +16,7 @@ import click
 
 from supervisor import paths
 from supervisor.cli.connect import open_supervisor
-from supervisor.cli.output import print_json, warn
+from supervisor.cli.output import echo, print_json, warn
 from supervisor.control import ControlError
 from supervisor.credentials import CredentialsError
 from supervisor.oauth.device import DEFAULT_MIN_INTERVAL_S, PollSettings
@@ -34,7 +34,7 @@ class AuthFailed(click.ClickException):
     """Printed as tark prints it (`❌ Authentication failed: ...`), exit 1."""
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"❌ Authentication failed: {self.message}", err=True)
+        echo(f"❌ Authentication failed: {self.message}", err=True)
 
 
 def register(cli: click.Group) -> None:
@@ -87,9 +87,9 @@ def auth_group(ctx: click.Context, no_browser: bool, timeout_s: float | None, mi
     if not targets:
         raise click.ClickException("No installed provider plugin has an [oauth] section; "
                                    "install one with: tark plugin add <path-or-git-url>")
-    click.echo("Select a provider to authenticate:")
+    echo("Select a provider to authenticate:")
     for number, target in enumerate(targets, 1):
-        click.echo(f"  {number}. {target.provider_id} - {target.display_name} (plugin)")
+        echo(f"  {number}. {target.provider_id} - {target.display_name} (plugin)")
     answer = click.prompt(f"Enter choice (1-{len(targets)})", default="", show_default=False, prompt_suffix=": ")
     if not answer.strip().isdigit() or not 1 <= int(answer) <= len(targets):
         raise click.ClickException("Invalid choice")
@@ -125,22 +125,22 @@ def _browser_opener(no_browser: bool) -> Any:
 
 
 def _login(target: AuthTarget, no_browser: bool, timeout_s: float | None, min_poll_s: float | None) -> None:
-    click.echo(f"Authenticating with: {target.provider_id}")
+    echo(f"Authenticating with: {target.provider_id}")
     poll = PollSettings(min_interval_s=DEFAULT_MIN_INTERVAL_S if min_poll_s is None else min_poll_s)
     options = FlowOptions(open_browser=_browser_opener(no_browser), timeout_s=timeout_s, poll=poll)
     try:
         with open_supervisor() as supervisor:
-            result = authenticate(target, supervisor, click.echo, options)
+            result = authenticate(target, supervisor, echo, options)
     except (OAuthError, CredentialsError, CallRefused, ControlError) as exc:
         raise AuthFailed(str(exc)) from None
     except OSError as exc:
         detail = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
         raise AuthFailed(detail) from None
-    click.echo("✅ Successfully authenticated!")
-    click.echo(f"Credentials saved to: {result.credentials_path}")
+    echo("✅ Successfully authenticated!")
+    echo(f"Credentials saved to: {result.credentials_path}")
     if target.plugin.manifest.plugin.type == "provider":
-        click.echo("You can now use this provider:")
-        click.echo(f"  tark chat --provider {target.provider_id}")
+        echo("You can now use this provider:")
+        echo(f"  tark chat --provider {target.provider_id}")
 
 
 @auth_group.command("status")
@@ -155,32 +155,32 @@ def status_command(as_json: bool) -> None:
         return
     _header("=== Authentication Status ===")
     if not statuses:
-        click.echo("No provider or auth plugins installed.")
+        echo("No provider or auth plugins installed.")
     for status in statuses:
         _print_status(status)
-    click.echo("")
-    click.echo("Authenticate with: tark auth <provider>")
-    click.echo("Logout with: tark auth logout <provider>")
+    echo("")
+    echo("Authenticate with: tark auth <provider>")
+    echo("Logout with: tark auth logout <provider>")
 
 
 def _print_status(status: AuthStatus) -> None:
     ok = status.has_credentials and status.plugin_status in (None, "authenticated", "not required")
     expired = status.expires_at is not None and status.expires_at <= time.time()
     mark = "✅" if ok and not expired else "❌"
-    click.echo(f"{mark} {', '.join(status.providers)} - {status.display_name} (plugin {status.plugin})")
+    echo(f"{mark} {', '.join(status.providers)} - {status.display_name} (plugin {status.plugin})")
     if status.oauth_flow is None and not status.has_credentials:
-        click.echo("     Credentials: none (no [oauth] section)")
+        echo("     Credentials: none (no [oauth] section)")
     elif status.has_credentials:
-        click.echo(f"     Credentials: {status.credentials_path}")
+        echo(f"     Credentials: {status.credentials_path}")
     else:
-        click.echo(f"     Credentials: not signed in ({status.oauth_flow}; expected at {status.credentials_path})")
+        echo(f"     Credentials: not signed in ({status.oauth_flow}; expected at {status.credentials_path})")
     if status.expires_at is not None:
         moment = datetime.datetime.fromtimestamp(status.expires_at, datetime.timezone.utc)
-        click.echo(f"     {'Expired' if expired else 'Expires'}: {moment.isoformat(timespec='seconds')}")
+        echo(f"     {'Expired' if expired else 'Expires'}: {moment.isoformat(timespec='seconds')}")
     if status.plugin_status is not None:
-        click.echo(f"     Plugin reports: {status.plugin_status}")
+        echo(f"     Plugin reports: {status.plugin_status}")
     for problem in status.problems:
-        click.echo(f"     Problem: {problem}")
+        echo(f"     Problem: {problem}")
 
 
 @auth_group.command("logout")
@@ -191,10 +191,10 @@ def logout_command(name: str) -> None:
     with open_supervisor() as supervisor:
         result = logout(target.plugin, supervisor)
     if result.deleted is not None:
-        click.echo(f"✅ Cleared {target.display_name} OAuth credentials")
-        click.echo(f"   Deleted: {result.deleted}")
+        echo(f"✅ Cleared {target.display_name} OAuth credentials")
+        echo(f"   Deleted: {result.deleted}")
     else:
-        click.echo(f"No credentials found for {target.display_name}")
+        echo(f"No credentials found for {target.display_name}")
     if result.plugin_problem is not None:
         warn(result.plugin_problem)
         raise click.exceptions.Exit(1)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 
 import click
 
 from supervisor.cli.connect import open_supervisor
+from supervisor.cli.output import echo, echo_json_line
 from supervisor.control import ControlError
 from supervisor.supervisor import CallRefused
 
@@ -37,12 +37,12 @@ def call_command(name: str, export: str, args: tuple[str, ...], as_json: bool, t
     if result.error is not None:
         raise CallFailed(f"plugin '{name}' export '{export}' failed ({result.error_kind}): {result.error}")
     if as_json:
-        click.echo(json.dumps({"ret": result.ret, "output": result.output}, ensure_ascii=False))
+        echo_json_line({"ret": result.ret, "output": result.output})
     elif result.output is not None and result.ret is not None and result.ret >= 0:
-        click.echo(result.output)
+        echo(result.output)
     else:
-        click.echo(f"Returned: {result.ret}")
+        echo(f"Returned: {result.ret}")
         if result.output:
-            click.echo(f"Diagnostics: {result.output}")
+            echo(f"Diagnostics: {result.output}")
     if result.ret is not None and result.ret < 0:
         raise CallFailed(f"Function {export} returned error code: {result.ret}")

@@ -17,7 +17,7 @@ from supervisor.channels.client import channel_request
 from supervisor.channels.manager import DEFAULT_POLL_MS
 from supervisor.channels.messages import ChannelDataError
 from supervisor.cli.connect import open_supervisor
-from supervisor.cli.output import header, make_console, print_json
+from supervisor.cli.output import echo, header, make_console, print_json
 from supervisor.control import ControlError, DaemonClient
 from supervisor.credentials import CredentialsError
 from supervisor.daemon import running_client
@@ -60,7 +60,7 @@ def start_command(name: str, poll_ms: int, as_json: bool) -> None:
         print_json(document)
         return
     (channel,) = document["channels"]
-    click.echo(f"✅ Started channel {name} (worker pid {channel['worker_pid']})")
+    echo(f"✅ Started channel {name} (worker pid {channel['worker_pid']})")
     _echo_endpoints(channel, document["webhook"])
 
 
@@ -74,7 +74,7 @@ def stop_command(name: str, as_json: bool) -> None:
     if as_json:
         print_json(document)
         return
-    click.echo(f"✅ Stopped channel {name}")
+    echo(f"✅ Stopped channel {name}")
 
 
 @channel_group.command("status")
@@ -89,7 +89,7 @@ def status_command(name: str | None, as_json: bool) -> None:
         if as_json:
             print_json({"daemon": False, "webhook": None, "channels": []})
         else:
-            click.echo(NO_DAEMON)
+            echo(NO_DAEMON)
         return
     with client:
         document = channel_request(client, "channel_status", name or "")
@@ -142,15 +142,15 @@ def send_command(name: str, text: str, conversation_id: str, message_id: str | N
         return
     first = report.message_ids[0]
     parts = f" in {len(report.message_ids)} parts" if len(report.message_ids) > 1 else ""
-    click.echo(f"✅ Sent to {conversation_id}{parts}" + (f" (message {first})" if first is not None else ""))
+    echo(f"✅ Sent to {conversation_id}{parts}" + (f" (message {first})" if first is not None else ""))
 
 
 def _echo_endpoints(channel: dict[str, Any], webhook: dict[str, Any]) -> None:
     if channel["webhook_url"]:
-        click.echo(f"Webhook: {channel['webhook_url']}")
+        echo(f"Webhook: {channel['webhook_url']}")
     else:
-        click.echo(f"Webhook: not served ({webhook['error']})")
-    click.echo(f"Polling: every {channel['poll_ms']} ms" if channel["polling"] else "Polling: no channel_poll export")
+        echo(f"Webhook: not served ({webhook['error']})")
+    echo(f"Polling: every {channel['poll_ms']} ms" if channel["polling"] else "Polling: no channel_poll export")
 
 
 def _one_line(text: str, width: int = 100) -> str:

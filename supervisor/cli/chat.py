@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -14,7 +13,7 @@ from supervisor.chat.selection import providers_line, select_provider
 from supervisor.chat.session import Conversation
 from supervisor.chat.types import ChatError, ChatReply
 from supervisor.cli.connect import open_supervisor
-from supervisor.cli.output import warn
+from supervisor.cli.output import echo, echo_json_line, warn
 from supervisor.control import ControlError
 from supervisor.credentials import CredentialsError
 from supervisor.registry import Registry
@@ -57,16 +56,16 @@ def chat_command(provider_name: str | None, model: str | None, system: str | Non
 
 
 def _repl(conversation: Conversation, name: str, as_json: bool) -> None:
-    click.echo(f"Chatting with {name} (model {conversation.model}, {conversation.provider.mode} mode). "
+    echo(f"Chatting with {name} (model {conversation.model}, {conversation.provider.mode} mode). "
                f"{RESET_COMMAND} clears the conversation, {EXIT_COMMANDS[0]} quits.", err=True)
     while True:
-        click.echo("> ", nl=False)
+        echo("> ", nl=False)
         try:
             line = sys.stdin.readline()
         except KeyboardInterrupt:
             line = ""
         if not line:  # end of input
-            click.echo()
+            echo()
             return
         text = line.strip()
         if not text:
@@ -75,21 +74,21 @@ def _repl(conversation: Conversation, name: str, as_json: bool) -> None:
             return
         if text == RESET_COMMAND:
             conversation.reset()
-            click.echo("Conversation cleared.")
+            echo("Conversation cleared.")
             continue
         try:
             reply = conversation.send(text)
         except TURN_ERRORS as exc:
-            click.echo(f"Error: {exc}", err=True)
+            echo(f"Error: {exc}", err=True)
             continue
         _print_reply(reply, name, conversation, as_json)
 
 
 def _print_reply(reply: ChatReply, name: str, conversation: Conversation, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(reply_json(reply, name, conversation.model, conversation.provider), ensure_ascii=False))
+        echo_json_line(reply_json(reply, name, conversation.model, conversation.provider))
     else:
-        click.echo(reply.text)
+        echo(reply.text)
 
 
 def reply_json(reply: ChatReply, name: str, model: str, provider: ChatProvider) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import attrs
 import click
 
 from policy.errors import PolicyError
+from policy.text import escape_control
 from supervisor.install_record import InstallRecordError
 from supervisor.logging_setup import ENV_VAR, LogFilterError, configure_logging
 from supervisor.plugin import PluginLoadError
@@ -67,10 +68,13 @@ class TarkGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except click.exceptions.ClickException as exc:
+            exc.message = escape_control(exc.message, keep_newlines=True)  # guest errors, manifest text
+            raise
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except self.user_errors as exc:
-            raise click.ClickException(_user_message(exc)) from None
+            raise click.ClickException(escape_control(_user_message(exc), keep_newlines=True)) from None
         except KeyboardInterrupt:
             raise click.exceptions.Abort() from None
         except Exception as exc:  # noqa: BLE001 - the last line of defence: no tracebacks by default
@@ -78,7 +82,8 @@ class TarkGroup(click.Group):
             if verbose:
                 traceback.print_exc(file=sys.stderr)
             hint = "" if verbose else " (run with -v for the traceback)"
-            raise click.ClickException(f"internal error: {type(exc).__name__}: {exc}{hint}") from None
+            raise click.ClickException(escape_control(f"internal error: {type(exc).__name__}: {exc}{hint}",
+                                                      keep_newlines=True)) from None
 
 
 def _user_message(exc: BaseException) -> str:

@@ -10,10 +10,25 @@ from typing import Any
 import click
 from rich.console import Console
 
+from policy.text import escape_control, escape_json_text
 from supervisor.install_record import InstallRecord, record_to_json
 from supervisor.plugin import InstalledPlugin
 
 DESCRIPTION_WIDTH = 40
+
+
+def shown(text: str) -> str:
+    """Untrusted text (manifest fields, plugin output, guest errors) as it may reach a terminal: one line, every
+    control character escaped (docs/secrets-and-audit.md)."""
+    return escape_control(text)
+
+
+class SafeConsole(Console):
+    """A rich Console that escapes control characters in every string it renders (table cells included), so
+    no manifest field or plugin output can move the cursor, clear the screen or overprint a line."""
+
+    def render_str(self, text: str, **kwargs: Any):  # type: ignore[override]
+        return super().render_str(escape_control(text), **kwargs)
 
 
 def make_console() -> Console:
@@ -21,7 +36,7 @@ def make_console() -> Console:
     stream = sys.stdout
     is_tty = stream.isatty()
     width = shutil.get_terminal_size((200, 24)).columns if is_tty else 200
-    return Console(file=stream, highlight=False, markup=False, emoji=False, soft_wrap=True, width=width,
+    return SafeConsole(file=stream, highlight=False, markup=False, emoji=False, soft_wrap=True, width=width,
                    force_terminal=None if is_tty else False)
 
 
@@ -29,16 +44,27 @@ def header(console: Console, text: str) -> None:
     console.print(text, style="bold cyan")
 
 
+def echo(message: Any = None, **kwargs: Any) -> None:
+    """click.echo for text that may hold plugin output or manifest fields: control characters other than
+    newlines escaped (docs/secrets-and-audit.md)."""
+    click.echo(escape_control(message, keep_newlines=True) if isinstance(message, str) else message, **kwargs)
+
+
+def echo_json_line(document: Any) -> None:
+    """One compact JSON document on one line (non-ASCII kept, terminal controls as \\u escapes)."""
+    click.echo(escape_json_text(json.dumps(document, ensure_ascii=False)))
+
+
 def warn(message: str) -> None:
-    click.echo(f"Warning: {message}", err=True)
+    click.echo(f"Warning: {escape_control(message, keep_newlines=True)}", err=True)
 
 
 def print_json(document: Any) -> None:
-    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    click.echo(escape_json_text(json.dumps(document, indent=2, ensure_ascii=False)))
 
 
 def cut(text: str, width: int = DESCRIPTION_WIDTH) -> str:
-    text = " ".join(text.split())
+    text = escape_control(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 3] + "..."
 
 

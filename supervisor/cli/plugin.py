@@ -13,7 +13,7 @@ from policy.manifest import Manifest
 from supervisor import paths
 from supervisor.control import DaemonClient
 from supervisor.daemon import running_client
-from supervisor.cli.output import cut, header, make_console, plugin_json, print_json, status_word, warn
+from supervisor.cli.output import cut, echo, header, make_console, plugin_json, print_json, status_word, warn
 from supervisor.install_record import InstallRecord
 from supervisor.plugin import InstalledPlugin
 from supervisor.registry import Registry, UpdateResult
@@ -260,7 +260,7 @@ def update_command(plugin_id: str | None, update_all: bool) -> None:
         elif result.status == "skipped":
             console.print(f"Skipped {result.name}: {result.message}")
         else:
-            click.echo(f"Error: failed to update {result.name}: {result.message}", err=True)
+            echo(f"Error: failed to update {result.name}: {result.message}", err=True)
 
     summary = registry.update_all(on_result=report)
     console.print(f"Done. updated={summary.count('updated')}, skipped={summary.count('skipped')}, "

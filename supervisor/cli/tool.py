@@ -11,7 +11,7 @@ from rich.table import Table
 from policy.tools import ToolArgsError
 from supervisor import paths
 from supervisor.cli.connect import open_supervisor
-from supervisor.cli.output import cut, header, make_console, print_json, warn
+from supervisor.cli.output import cut, echo, header, make_console, print_json, warn
 from supervisor.registry import Registry
 from supervisor.tools import ToolError, ToolInfo, ToolRun, ToolRunner
 
@@ -83,7 +83,7 @@ def run_command(plugin: str, tool: str, args_text: str, as_json: bool, yes: bool
     if as_json:
         print_json(_run_json(run))
     elif run.result.output:
-        click.echo(run.result.output)
+        echo(run.result.output)
     if not run.success:
         raise ToolFailed(f"tool '{tool}' of plugin '{plugin}' failed: {run.result.error}")
 
