@@ -22,7 +22,7 @@ from supervisor.capabilities.audit import AUDIT_FILE, AuditLog
 from supervisor.capabilities.env import EnvCapability, EnvConfig
 from supervisor.capabilities.fs import FsCapability, FsConfig
 from supervisor.capabilities.http import HttpCapability, HttpConfig
-from supervisor.capabilities.log import LogCapability, LogConfig
+from supervisor.capabilities.log import LogCapability, LogConfig, RateLimitedLogger
 from supervisor.capabilities.outcome import FAILED, Outcome
 from supervisor.capabilities.storage import StorageCapability, StorageConfig
 from supervisor.capabilities.ws import WsCapability, WsConfig
@@ -46,7 +46,8 @@ class PluginHost:
         self.plugin = plugin
         self.limits = limits
         caps = plugin.manifest.capabilities
-        plugin_log = logging.getLogger(f"tark.plugin.{plugin.name}")
+        plugin_logger = logging.getLogger(f"tark.plugin.{plugin.name}")
+        plugin_log = RateLimitedLogger(plugin_logger)  # the handlers' own messages; a hostile loop cannot flood
         self.audit = AuditLog(audit_path or paths.data_root() / AUDIT_FILE, plugin.name)
         self.storage = StorageCapability(StorageConfig.derive(caps, plugin.data_dir, limits), self.audit, plugin_log)
         self.http = HttpCapability(HttpConfig.derive(caps, limits), self.audit, plugin_log)
@@ -55,7 +56,8 @@ class PluginHost:
                                  self.audit, plugin_log, SecretReader(plugin.name, secrets_dir))
         self.fs = FsCapability(FsConfig.derive(caps, home if home is not None else os.path.expanduser("~"), limits),
                                self.audit, plugin_log)
-        self.log = LogCapability(LogConfig.derive(plugin.name, limits), plugin_log)
+        self.log = LogCapability(LogConfig.derive(plugin.name, limits), plugin_logger)
+        self._plugin_log = plugin_log
         self._closed = threading.Event()
         self._handlers: dict[type, Callable[..., Outcome]] = {
             protocol.StorageGet: lambda r: self.storage.get(r.key),
@@ -105,7 +107,8 @@ class PluginHost:
         if self._closed.is_set():
             return
         self._closed.set()
-        for part in (self.ws.close_all, self.http.close, self.storage.close, self.log.close, self.audit.close):
+        for part in (self.ws.close_all, self.http.close, self.storage.close, self.log.close, self.audit.close,
+                     self._plugin_log.close):
             try:
                 part()
             except Exception:  # noqa: BLE001 - close the rest anyway

@@ -106,6 +106,12 @@ class WorkerStatus:
     last_error: str | None
 
 
+def _audit_event(host: HostHandler, kind: str, detail: str) -> None:
+    audit = getattr(host, "audit", None)  # the real PluginHost has an audit trail; bare test hosts do not
+    if audit is not None:
+        audit.event(kind, detail=detail)
+
+
 class _Fail(Exception):
     """Ends a call with an error outcome; `kill` = the worker can no longer be trusted or used; `crash` = a worker
     ended abnormally (counts against the restart policy; a kill always does)."""
@@ -218,6 +224,8 @@ class WorkerPool:
                 )
                 result = self._drive(worker, invoke, timeout_s or self._call_timeout_s)
             except _Fail as failure:
+                if failure.kind == INVALID_MESSAGE and worker is not None:
+                    _audit_event(worker.host, "forged_message", failure.message)
                 if failure.kill and slot.worker is not None:
                     self._discard(slot)
                 slot.last_error = failure.message

@@ -192,3 +192,28 @@ def test_parse_since_units() -> None:
     assert parse_since("2h", now) == now - datetime.timedelta(hours=2)
     assert parse_since("1w", now) == now - datetime.timedelta(days=7)
     assert parse_since("2026-01-01T00:00:00+00:00", now) == datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def test_a_worker_sending_a_forged_message_is_an_audit_event(make_pool, tmp_path: Path) -> None:
+    import wasm_fixtures
+
+    plugin = make_guest(tmp_path / "probe", '(func (export "count") (param i32) (result i32) (i32.const 0))')
+    pool = make_pool(worker_entry=wasm_fixtures.garbage_worker)
+    assert pool.call(plugin, "count", [], 16).error_kind == "invalid_message"
+    (event,) = [r for r in read_audit(default_audit_path()) if r["kind"] == "forged_message"]
+    assert event["plugin"] == "probe" and "sent an invalid message" in event["detail"]
+
+
+def test_a_plugin_looping_a_refused_storage_set_cannot_flood_the_log(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from policy.limits import Limits
+
+    with caplog.at_level(logging.DEBUG, logger="tark.plugin.looper"), \
+            make_host(tmp_path, "storage = true", name="looper", limits=Limits(storage_max_value_bytes=8)) as host:
+        for _ in range(5000):
+            assert host.handle(protocol.StorageSet(host_call_id=1, key="k", value="x" * 9)).code == -1
+    lines = [r.getMessage() for r in caplog.records if r.name == "tark.plugin.looper"]
+    refused = [line for line in lines if "refused" in line]
+    summaries = [line for line in lines if "suppressed (rate limit)" in line]
+    assert 50 <= len(refused) <= 60 and len(summaries) >= 1
+    assert len(refused) + sum(int(line.split()[0]) for line in summaries) == 5000

@@ -163,3 +163,10 @@ def test_on_a_terminal_the_value_is_asked_hidden_twice(two_plugins: Registry, ta
     assert os.waitstatus_to_exitcode(status) == 0, seen
     assert b"typed-secret" not in seen  # never echoed
     assert json.loads((isolated_env / "secrets" / "alpha.json").read_text()) == {"API_TOKEN": "typed-secret"}
+
+
+def test_removing_a_plugin_forgets_its_secrets(cli, two_plugins: Registry, tmp_path: Path) -> None:
+    assert cli("plugin", "secret", "set", "alpha", "API_TOKEN", input="old-owner").exit_code == 0
+    assert cli("plugin", "remove", "alpha").exit_code == 0
+    assert cli("plugin", "add", str(tmp_path / "alpha")).exit_code == 0  # someone else's plugin, same name
+    assert cli("plugin", "secret", "list", "alpha").output == "No secrets for alpha.\n"

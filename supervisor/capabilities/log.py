@@ -101,3 +101,34 @@ class LogCapability:
         if len(message) > self.config.max_line_chars:
             message = message[: self.config.max_line_chars] + f"… ({len(message)} characters)"
         self.logger.log(level, "[plugin:%s] %s", self.config.plugin, escape_control(message))
+
+
+class RateLimitedLogger(logging.LoggerAdapter):
+    """What the capability handlers say about one plugin (a refused storage.set, an oversized value, a failed
+    read) goes through a token bucket too: a plugin looping on a failing call must not flood the supervisor's
+    stderr. Suppressed messages are counted and reported in one line when logging resumes, or at close."""
+
+    def __init__(self, logger: logging.Logger, rate: float = 5.0, burst: int = 50,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(logger, {})
+        self._bucket = TokenBucket(rate, burst, clock)
+        self._dropped = 0
+        self._lock = threading.Lock()
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        if not self.isEnabledFor(level):
+            return
+        with self._lock:
+            if not self._bucket.take():
+                self._dropped += 1
+                return
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            self.logger.warning("%d more messages about this plugin suppressed (rate limit)", dropped)
+        self.logger.log(level, msg, *args, **kwargs)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        with self._lock:
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            self.logger.warning("%d more messages about this plugin suppressed (rate limit)", dropped)

@@ -17,6 +17,7 @@ from supervisor.cli.output import cut, echo, header, make_console, plugin_json, 
 from supervisor.install_record import InstallRecord
 from supervisor.plugin import InstalledPlugin
 from supervisor.registry import Registry, UpdateResult
+from supervisor.secrets import SecretStore
 from supervisor.sources import GitSource, LocalSource, parse_source
 from supervisor.wasm_check import sha256_file
 
@@ -224,6 +225,7 @@ def remove_command(plugin_id: str) -> None:
     console = make_console()
     header(console, "=== Uninstalling Plugin ===")
     registry.remove(plugin_id)
+    SecretStore().forget(plugin_id)  # a later plugin of the same name must not inherit them
     _tell_running_daemon(lambda daemon: daemon.stop_worker(plugin_id))
     console.print(f"✅ Successfully uninstalled plugin: {plugin_id}")
 
