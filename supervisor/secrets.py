@@ -149,6 +149,7 @@ class SecretReader:
     def __init__(self, plugin: str, directory: Path | None = None) -> None:
         self.plugin = plugin
         self._path = _plugin_file(directory or default_secrets_dir(), plugin)
+        self._path_text = str(self._path)  # os.stat on a str skips the os.fspath round trip on every env.get
         self._lock = threading.Lock()
         self._identity: tuple[int, int, int, int] | None = None
         self._secrets: dict[str, str] = {}
@@ -157,7 +158,7 @@ class SecretReader:
         """The secret's value, None when the plugin has no such secret. Raises SecretError if the file is bad."""
         with self._lock:
             try:
-                info = os.stat(self._path, follow_symlinks=False)
+                info = os.stat(self._path_text, follow_symlinks=False)
             except FileNotFoundError:
                 self._identity, self._secrets = None, {}
                 return None

@@ -170,3 +170,16 @@ def test_removing_a_plugin_forgets_its_secrets(cli, two_plugins: Registry, tmp_p
     assert cli("plugin", "remove", "alpha").exit_code == 0
     assert cli("plugin", "add", str(tmp_path / "alpha")).exit_code == 0  # someone else's plugin, same name
     assert cli("plugin", "secret", "list", "alpha").output == "No secrets for alpha.\n"
+
+
+def test_a_plugin_cannot_read_secret_files_through_fs_read(cli, tmp_path: Path, isolated_env: Path) -> None:
+    make_guest(tmp_path / "victim", ENV_EXPORT, name="victim", capabilities='env = ["API_TOKEN"]')
+    make_guest(tmp_path / "thief", ENV_EXPORT, name="thief",
+               capabilities=f'fs_read = ["{isolated_env}/secrets/*", "{isolated_env}/secrets/victim.json"]')
+    for name in ("victim", "thief"):
+        assert cli("plugin", "add", str(tmp_path / name)).exit_code == 0
+    assert cli("plugin", "secret", "set", "victim", "API_TOKEN", input="victim-key").exit_code == 0
+    registry = Registry(isolated_env / "plugins")
+    with PluginHost(registry.get("thief"), environ={}) as thief:
+        reply = thief.handle(protocol.FsRead(host_call_id=1, path=str(isolated_env / "secrets" / "victim.json")))
+    assert reply.code == -2 and b"victim-key" not in reply.data
