@@ -217,3 +217,24 @@ def test_a_plugin_looping_a_refused_storage_set_cannot_flood_the_log(
     summaries = [line for line in lines if "suppressed (rate limit)" in line]
     assert 50 <= len(refused) <= 60 and len(summaries) >= 1
     assert len(refused) + sum(int(line.split()[0]) for line in summaries) == 5000
+
+
+def test_through_the_cli_a_denied_flood_leaves_stderr_and_the_trail_small(tmp_path: Path, cli, run_tark) -> None:
+    """The reported incident: 25 s of a looping denied fs.read wrote 63 MiB of audit log and 61 MiB of stderr."""
+    flood = FS_FLOOD.replace("(i32.const 500)", "(i32.const 15000)")
+    make_guest(tmp_path / "src", flood, name="hostile")
+    assert cli("plugin", "add", str(tmp_path / "src")).exit_code == 0
+    started = time.monotonic()
+    done = run_tark("plugin", "call", "hostile", "flood", "--json", "--timeout", "120", timeout=150)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["ret"] == 15000
+    assert len(done.stderr) < 200 * (200 + 20 * elapsed + 50)  # unlimited: 15000 warning lines, about 1.5 MB
+    assert "suppressed" in done.stderr and "denied fs_read records" in done.stderr
+    trail = list(read_audit_trail(default_audit_path()))
+    denied = sum(1 for r in trail if r.get("decision") == "denied")
+    counted = sum(c["count"] for r in trail if r["kind"] == "suppressed" for c in r["counts"])
+    settings = AuditSettings()
+    assert denied + counted == 15000
+    assert denied <= settings.denied_burst + settings.denied_per_second * elapsed + 1
+    assert default_audit_path().stat().st_size < 300 * denied + 10_000
