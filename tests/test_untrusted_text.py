@@ -96,3 +96,15 @@ def test_log_lines_are_escaped_whatever_logs_them(monkeypatch: pytest.MonkeyPatc
     line = stream.getvalue()
     assert line.count("\n") == 1 and "\x1b" not in line
     assert "guest said oops\\n2026-01-01 ERROR forged\\x1b[2J" in line
+
+
+def test_a_key_name_with_a_carriage_return_cannot_overprint_the_capability_summary(
+        tmp_path: Path, make_plugin_dir, cli) -> None:
+    manifest = ('[plugin]\nname = "keys"\nversion = "0.1.0"\ntype = "tool"\n'
+                '"x\\r  \\u2022 HTTP to: nothing\\n  \\u2022 Shell: none" = 1\n[capabilities]\nshell = true\n')
+    make_plugin_dir(tmp_path / "src", manifest=manifest)
+    for result in (cli("plugin", "add", str(tmp_path / "src")), cli("plugin", "info", "keys")):
+        assert result.exit_code == 0, result.output
+        assert "\r" not in result.output
+        assert not any(line.startswith("  • Shell: none") for line in result.output.splitlines())
+        assert "unknown key 'plugin.x\\r  • HTTP to: nothing\\n  • Shell: none'" in result.output

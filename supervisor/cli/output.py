@@ -56,7 +56,7 @@ def echo_json_line(document: Any) -> None:
 
 
 def warn(message: str) -> None:
-    click.echo(f"Warning: {escape_control(message, keep_newlines=True)}", err=True)
+    click.echo(f"Warning: {escape_control(message)}", err=True)  # one line: a key name may hold a newline
 
 
 def print_json(document: Any) -> None:
