@@ -10,6 +10,7 @@ period park the plugin (calls fail at once) until `reset(name)`.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import secrets
@@ -18,7 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import attrs
 import multiprocess
@@ -35,7 +36,12 @@ log = logging.getLogger(__name__)
 
 WORKER_PRELOAD = ["worker.main", "worker.engine", "worker.abi", "worker.channel", "worker.protocol", "wasmtime", "zmq"]
 STOP_GRACE_S = 1.0
+# Messages the supervisor's socket queues per worker connection before ZeroMQ stops reading from it. A call is a
+# strict request/reply plus one-way logs, so a few suffice; with ZMQ_MAXMSGSIZE this bounds what one worker (or a
+# stranger on its endpoint) can make the supervisor hold: (RCVHWM + 1) * MAX_MESSAGE_BYTES.
+RCVHWM = 4
 DEFAULT_CALL_TIMEOUT_S = 120.0
+IDLE_WATCH_S = 1.0  # how often idle workers are checked for messages they should not send
 
 _SPEC_DEFAULTS = dict(
     zip(protocol.WorkerSpec.__struct_fields__[-len(protocol.WorkerSpec.__struct_defaults__):],
@@ -49,6 +55,14 @@ INVALID_MESSAGE = "invalid_message"
 START_FAILED = "start_failed"
 PARKED = "parked"
 RESTARTING = "restarting"
+
+
+# What the pool reports to the audit trail (plugin, kind, fields); see `log_security_event` for the default.
+SecurityEvents = Callable[[str, str, dict[str, Any]], None]
+
+
+def log_security_event(plugin: str, kind: str, fields: dict[str, Any]) -> None:
+    log.warning("security event %s for plugin %s: %s", kind, plugin, fields)
 
 
 class HostHandler(Protocol):
@@ -134,7 +148,8 @@ class _Worker:
     host: HostHandler
     plugin: InstalledPlugin
     pid: int = 0
-    peer: bytes | None = None
+    peer: bytes | None = None  # the routing id of the connection that presented the token, pinned
+    strangers: set[bytes] = attrs.field(factory=set)  # other connections already audited
 
     poller: zmq.Poller | None = None  # the socket and the process sentinel, built once per worker
 
@@ -174,6 +189,7 @@ class WorkerPool:
         limits: Callable[[InstalledPlugin], WorkerLimits] | None = None,
         restart: RestartPolicy = RestartPolicy(),
         worker_entry: Callable[[bytes], None] = run,
+        security_events: SecurityEvents = log_security_event,
     ) -> None:
         self._runtime_dir = Path(runtime_dir)
         self._modules = module_cache
@@ -184,6 +200,7 @@ class WorkerPool:
         self._limits = limits or (lambda plugin: WorkerLimits())
         self._restart = restart
         self._worker_entry = worker_entry  # tests substitute a misbehaving worker here
+        self._security_events = security_events
         self._context = zmq.Context()
         self._slots: dict[str, _Slot] = {}
         self._slots_lock = threading.Lock()
@@ -215,6 +232,7 @@ class WorkerPool:
             worker: _Worker | None = None
             try:
                 worker = self._ensure_worker(slot, plugin, timeout_s or self._call_timeout_s)
+                self._expect_quiet(worker)
                 invoke = protocol.Invoke(
                     call_id=self._next_call_id(),
                     export=export,
@@ -326,21 +344,37 @@ class WorkerPool:
                 raise _Fail(WORKER_DIED, self._death_message(worker, f"during '{invoke.export}'"), kill=True)
 
     def _receive(self, worker: _Worker) -> protocol.FromWorker | None:
-        # A ROUTER message is the peer's identity and at least one more frame; ours have exactly one more.
-        # Two recv calls and one RCVMORE check instead of recv_multipart (~1 µs per host call).
-        socket = worker.socket
-        peer = socket.recv()
-        frame = socket.recv()
-        if socket.get(zmq.RCVMORE):
-            while socket.get(zmq.RCVMORE):
-                socket.recv()
-            return None  # more than one frame: not our worker's message, ignore it
+        peer, frame = _recv_message(worker.socket)
         if peer != worker.peer:
-            return None  # not our worker's connection: ignore
+            self._stranger(worker, peer, frame, "during a call")
+            return None
+        if frame is None:
+            self._invalid(worker, "a message of more than one frame")
         try:
             return protocol.decode_from_worker(frame)
         except protocol.ProtocolError as exc:
             raise _Fail(INVALID_MESSAGE, f"worker for plugin '{worker.plugin.name}' sent an invalid message: {exc}", kill=True)
+
+    def _expect_quiet(self, worker: _Worker) -> None:
+        """Between calls the worker has nothing to say: a message from it found queued ends it (it would otherwise
+        pile up in the supervisor's memory, or be taken as part of the next call); strangers' are dropped."""
+        while worker.socket.get(zmq.EVENTS) & zmq.POLLIN:
+            peer, frame = _recv_message(worker.socket)
+            if peer != worker.peer:
+                self._stranger(worker, peer, frame, "between calls")
+                continue
+            self._security_events(worker.plugin.name, "worker_message_outside_call",
+                                  {"pid": worker.pid, "message": _describe(frame)})
+            self._invalid(worker, f"{_describe(frame)} outside a call")
+
+    def _stranger(self, worker: _Worker, peer: bytes, frame: bytes | None, when: str) -> None:
+        """A message on the worker's endpoint from a connection other than the worker's: ignored, audited once per
+        connection (a flood of them is bounded by RCVHWM, not by the audit trail)."""
+        if peer in worker.strangers or len(worker.strangers) >= 16:
+            return
+        worker.strangers.add(peer)
+        self._security_events(worker.plugin.name, "forged_worker_message",
+                              {"endpoint": str(worker.endpoint_path), "when": when, "message": _describe(frame)})
 
     def _serve(self, worker: _Worker, invoke: protocol.Invoke, message: protocol.FromWorker) -> None:
         if isinstance(message, (protocol.Log, protocol.GuestOutput)):
@@ -459,8 +493,10 @@ class WorkerPool:
         except ModuleCompileError as exc:
             raise _Fail(START_FAILED, str(exc), kill=False) from None
         endpoint_path = self._runtime_dir / f"w-{plugin.name}-{secrets.token_hex(6)}.sock"
+        token = secrets.token_bytes(protocol.TOKEN_BYTES)
         socket = self._context.socket(zmq.ROUTER)
         socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
+        socket.setsockopt(zmq.RCVHWM, RCVHWM)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         try:
@@ -471,6 +507,7 @@ class WorkerPool:
                 endpoint=f"ipc://{endpoint_path}",
                 module_path=str(artifact),
                 engine=self._modules.settings,
+                token=token,
                 **attrs.asdict(self._limits(plugin)),
             )
             forkserver.SERVER.start(WORKER_PRELOAD + _already_imported())
@@ -485,7 +522,7 @@ class WorkerPool:
             raise _Fail(START_FAILED, f"could not start a worker for plugin '{plugin.name}': {exc}", kill=False) from None
         worker = _Worker(process, socket, endpoint_path, _NoHost(), plugin)
         try:
-            self._await_ready(worker)
+            self._await_ready(worker, token)
             worker.host = self._host_factory(plugin)
         except _Fail:
             self._terminate(worker)
@@ -495,7 +532,9 @@ class WorkerPool:
             raise _Fail(START_FAILED, f"could not set up the host for plugin '{plugin.name}': {exc}", kill=False) from None
         return worker
 
-    def _await_ready(self, worker: _Worker) -> None:
+    def _await_ready(self, worker: _Worker, token: bytes) -> None:
+        """Wait for the worker's Ready (or StartFailed) carrying its token; pin the connection it came on and remove
+        the endpoint's path so nobody else can connect. Anything else is a stranger's: ignored and audited."""
         name = worker.plugin.name
         deadline = time.monotonic() + self._start_timeout_s
         poller = zmq.Poller()
@@ -510,19 +549,19 @@ class WorkerPool:
                 )
             events = dict(poller.poll(remaining * 1000))
             if worker.socket in events:
-                frames = worker.socket.recv_multipart()
-                if len(frames) != 2:
+                peer, frame = _recv_message(worker.socket)
+                message = _decode_or_none(frame)
+                if not isinstance(message, (protocol.Ready, protocol.StartFailed)) or not hmac.compare_digest(
+                    message.token, token
+                ):
+                    self._stranger(worker, peer, frame, "while the worker starts")
                     continue
-                try:
-                    message = protocol.decode_from_worker(frames[1])
-                except protocol.ProtocolError:
-                    continue  # a stranger on our endpoint: ignore it
+                worker.peer, worker.pid = peer, worker.process.pid
+                worker.endpoint_path.unlink(missing_ok=True)
                 if isinstance(message, protocol.StartFailed):  # a clear refusal (bad module, unknown import)
                     raise _Fail(START_FAILED, message.message, kill=False)
-                if isinstance(message, protocol.Ready) and message.pid == worker.process.pid:
-                    worker.peer, worker.pid = frames[0], message.pid
-                    self._warn_once(message.warnings)
-                    return
+                self._warn_once(message.warnings)
+                return
             elif worker.process.sentinel in events:
                 raise _Fail(START_FAILED, self._death_message(worker, "while starting"), kill=False, crash=True)
 
@@ -581,21 +620,33 @@ class WorkerPool:
         return f"worker for plugin '{worker.plugin.name}' died {when} ({how})"
 
     def _reap_idle(self) -> None:
-        interval = max(0.05, min(self._idle_timeout_s / 4, 5.0))
+        interval = max(0.05, min(self._idle_timeout_s / 4, IDLE_WATCH_S))
         while not self._closed.wait(interval):
             with self._slots_lock:
                 slots = list(self._slots.values())
-            now = time.monotonic()
             for slot in slots:
-                if slot.worker is None or now - slot.last_used < self._idle_timeout_s:
+                if slot.worker is None:
                     continue
                 if not slot.lock.acquire(blocking=False):
                     continue  # a call is running
                 try:
+                    self._watch_idle(slot)
                     if slot.worker is not None and time.monotonic() - slot.last_used >= self._idle_timeout_s:
                         self._stop_worker(slot)
                 finally:
                     slot.lock.release()
+
+    def _watch_idle(self, slot: _Slot) -> None:
+        """End an idle worker that sends anything (see _expect_quiet)."""
+        worker = slot.worker
+        if worker is None or worker.peer is None:
+            return
+        try:
+            self._expect_quiet(worker)
+        except _Fail as failure:
+            self._discard(slot)
+            slot.last_error = failure.message
+            self._record_crash(slot, failure.message)
 
 
 class _NoHost:
@@ -609,6 +660,35 @@ class _NoHost:
 
     def close(self) -> None:
         pass
+
+
+def _recv_message(socket: zmq.Socket) -> tuple[bytes, bytes | None]:
+    """One message from a ROUTER: the sender's routing id and its one frame (None if it sent several, all dropped).
+    Two recv calls and one RCVMORE check instead of recv_multipart (~1 µs per host call)."""
+    peer = socket.recv()
+    frame = socket.recv()
+    if not socket.get(zmq.RCVMORE):
+        return peer, frame
+    while socket.get(zmq.RCVMORE):
+        socket.recv()
+    return peer, None
+
+
+def _decode_or_none(frame: bytes | None) -> protocol.FromWorker | None:
+    if frame is None:
+        return None
+    try:
+        return protocol.decode_from_worker(frame)
+    except protocol.ProtocolError:
+        return None
+
+
+def _describe(frame: bytes | None) -> str:
+    """What a message was, for the audit trail (never its content)."""
+    message = _decode_or_none(frame)
+    if message is not None:
+        return type(message).__name__
+    return "several frames" if frame is None else f"{len(frame)} undecodable bytes"
 
 
 def _already_imported() -> list[str]:

@@ -52,7 +52,7 @@ def test_every_host_request_type_is_dispatched(tmp_path: Path) -> None:
 
 def test_messages_that_are_not_host_requests_get_minus_one(tmp_path: Path) -> None:
     with make_host(tmp_path, CAPS) as host:
-        assert host.handle(protocol.Ready(pid=1)) == protocol.HostReply(host_call_id=0, code=-1)
+        assert host.handle(protocol.Ready(token=b"t" * protocol.TOKEN_BYTES)) == protocol.HostReply(host_call_id=0, code=-1)
         assert host.handle(protocol.Log(level="info", message="x")).code == -1
 
 

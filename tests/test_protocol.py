@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from worker import protocol
 
 SAMPLES = [
-    protocol.Ready(pid=42),
+    protocol.Ready(token=b"t" * protocol.TOKEN_BYTES),
     protocol.StorageGet(host_call_id=1, key="k"),
     protocol.StorageSet(host_call_id=2, key="k", value="v" * 1000),
     protocol.HttpPost(host_call_id=3, url="https://a/", body="{}", headers='[["a","b"]]'),

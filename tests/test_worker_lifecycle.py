@@ -217,20 +217,6 @@ def test_a_worker_sending_invalid_messages_is_killed(make_pool, plugin, entry, p
     assert pool.status()[0].state == "crashed"
 
 
-def test_strangers_on_the_endpoint_are_ignored(make_pool, plugin, runtime_dir: Path) -> None:
-    pool = make_pool()
-    pid = pool.call(plugin, "status", [], None).worker_pid
-    [endpoint] = runtime_dir.glob("w-probe-*.sock")
-    with zmq.Context() as context, context.socket(zmq.DEALER) as stranger:
-        stranger.setsockopt(zmq.LINGER, 0)
-        stranger.connect(f"ipc://{endpoint}")
-        stranger.send(b"\xc1 garbage")
-        stranger.send(protocol.encode(protocol.InvokeResult(call_id=1, ret=0)))
-        time.sleep(0.05)
-        outcome = pool.call(plugin, "status", [], None)
-    assert (outcome.ret, outcome.worker_pid) == (7, pid)
-
-
 def test_the_wall_timeout_stops_the_worker(make_pool, plugin) -> None:
     pool = make_pool()
     outcome = pool.call(plugin, "spin", [], None, timeout_s=0.3)

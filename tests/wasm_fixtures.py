@@ -109,7 +109,7 @@ def i32_pair(data: bytes) -> tuple[int, int]:
 def _misbehave(spec_bytes: bytes, reply: Callable[[protocol.Invoke], bytes]) -> None:
     spec = protocol.decode_spec(spec_bytes)
     with SupervisorLink(spec.endpoint) as link:
-        link.send(protocol.Ready(pid=os.getpid()))
+        link.send(protocol.Ready(token=spec.token))
         try:
             while True:
                 message = link.receive_idle()
@@ -135,6 +135,54 @@ def oversized_output_worker(spec_bytes: bytes) -> None:
         return protocol.encode(protocol.InvokeResult(call_id=invoke.call_id, ret=size, output=b"x" * size))
 
     _misbehave(spec_bytes, reply)
+
+
+def slow_start_worker(spec_bytes: bytes) -> None:
+    """The real worker, starting 0.5 s late: the window in which an attacker connects to its endpoint first."""
+    import time
+
+    from worker.main import run
+
+    time.sleep(0.5)
+    run(spec_bytes)
+
+
+FLOOD_MESSAGES = 200
+FLOOD_FRAME = b"\x00" * (protocol.MAX_MESSAGE_BYTES - 1024)  # a complete message just under ZMQ_MAXMSGSIZE
+
+
+def flooding_worker(spec_bytes: bytes) -> None:
+    """Answers its first call properly, then sends FLOOD_MESSAGES messages of ~8 MiB outside any call."""
+    spec = protocol.decode_spec(spec_bytes)
+    with SupervisorLink(spec.endpoint) as link:
+        link.send(protocol.Ready(token=spec.token))
+        try:
+            while not isinstance(invoke := link.receive_idle(), protocol.Invoke):
+                pass
+            link.send(protocol.InvokeResult(call_id=invoke.call_id, ret=7))
+            for _ in range(FLOOD_MESSAGES):
+                link._socket.send(FLOOD_FRAME, copy=False)  # one buffer, so the flood costs this process nothing
+            while True:  # stay connected until the supervisor ends this worker
+                link.receive_idle()
+        except SupervisorLost:
+            return
+
+
+def chatty_worker(spec_bytes: bytes) -> None:
+    """Answers each call, then sends one more (valid) message after the result: a message outside a call."""
+    spec = protocol.decode_spec(spec_bytes)
+    with SupervisorLink(spec.endpoint) as link:
+        link.send(protocol.Ready(token=spec.token))
+        try:
+            while True:
+                message = link.receive_idle()
+                if isinstance(message, protocol.Invoke):
+                    link.send(protocol.InvokeResult(call_id=message.call_id, ret=7))
+                    link.send(protocol.Log(level="info", message="one more thing"))
+                elif isinstance(message, protocol.Shutdown):
+                    return
+        except SupervisorLost:
+            return
 
 
 class RecordingHost(PluginHost):

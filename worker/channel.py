@@ -6,6 +6,8 @@ supervisor's socket closes or its process dies); every blocking receive also wak
 
 from __future__ import annotations
 
+import os
+
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
@@ -26,6 +28,8 @@ class SupervisorLink:
         self._socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.RCVTIMEO, _LIVENESS_CHECK_MS)
+        # An unguessable routing id: ZeroMQ's own are a counter another process could claim first (docs/security.md).
+        self._socket.setsockopt(zmq.ROUTING_ID, b"w" + os.urandom(15))
         self._monitor = self._socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._socket.connect(endpoint)
         self._poller = zmq.Poller()

@@ -22,13 +22,14 @@ def run(spec_bytes: bytes) -> None:
             runtime = GuestRuntime(spec, link)
             warnings += sandbox.limit_open_files(spec.open_files_limit)
         except CallFailed as exc:
-            link.send(protocol.StartFailed(message=exc.message))
+            link.send(protocol.StartFailed(token=spec.token, message=exc.message))
             return
         except Exception as exc:  # a bad artifact, an engine that rejects the config, ...
-            link.send(protocol.StartFailed(message=f"worker for plugin '{spec.plugin}' failed to start: {exc}"[:4096]))
+            link.send(protocol.StartFailed(
+                token=spec.token, message=f"worker for plugin '{spec.plugin}' failed to start: {exc}"[:4096]))
             return
         try:
-            link.send(protocol.Ready(pid=os.getpid(), warnings=warnings[:16]))
+            link.send(protocol.Ready(token=spec.token, warnings=warnings[:16]))
             _serve(link, runtime)
         except SupervisorLost:
             pass

@@ -33,6 +33,8 @@ Blob = Annotated[bytes, msgspec.Meta(max_length=MAX_PAYLOAD_BYTES)]
 CallId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 I32 = Annotated[int, msgspec.Meta(ge=-(2**31), lt=2**31)]
 I64 = int  # msgpack ints are at most 64-bit already
+TOKEN_BYTES = 32
+Token = Annotated[bytes, msgspec.Meta(min_length=TOKEN_BYTES, max_length=TOKEN_BYTES)]
 
 
 class _Msg(msgspec.Struct, frozen=True, forbid_unknown_fields=True, array_like=True, tag_field="t"):
@@ -86,6 +88,9 @@ class WorkerSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log_lines_per_second: int = 200
     os_memory_limit_bytes: int | None = 1024 * 1024 * 1024  # RLIMIT_AS of the worker process; None = not set
     open_files_limit: int = 64  # RLIMIT_NOFILE once the worker is set up
+    # The one secret a worker holds, only until its first message: proof that it is the process the supervisor
+    # started (docs/security.md, "Worker identity"). Never in argv or the environment; useless once Ready is in.
+    token: Token = b"\0" * TOKEN_BYTES
 
 
 # --------------------------------------------------------------------------- supervisor -> worker
@@ -131,11 +136,15 @@ ToWorker = Union[Invoke, EndInstance, HostReply, Shutdown]
 
 
 class Ready(_Msg, tag="ready"):
-    pid: int
+    """The worker's first message once it is set up. `token` is WorkerSpec.token: the supervisor accepts Ready (or
+    StartFailed) only with it, then pins the connection it came on; everything else on the endpoint is a stranger."""
+
+    token: Token
     warnings: Annotated[list[Text], msgspec.Meta(max_length=16)] = []  # lock-down steps that could not be applied
 
 
 class StartFailed(_Msg, tag="start_failed"):
+    token: Token
     message: Text
 
 
