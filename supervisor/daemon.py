@@ -18,7 +18,10 @@ from supervisor import paths
 from supervisor.channels.operations import ChannelError
 from supervisor.channels.service import CHANNEL_OPERATIONS, ChannelService, WebhookConfig
 from supervisor.credentials import CredentialsError
-from supervisor.control import PID_NAME, ControlError, ControlServer, DaemonClient, Reply, Request, socket_path
+from supervisor.control import (
+    PID_NAME, ControlError, ControlServer, DaemonClient, Reply, Request, socket_path, token_path, worker_lineage,
+    write_token,
+)
 from policy.errors import PolicyError
 from supervisor.modules import ModuleCompileError
 from supervisor.plugin import PluginLoadError
@@ -77,7 +80,14 @@ def serve(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0,
                 log.exception("%s on plugin %s failed", request.op, request.plugin)
                 return Reply(ok=False, error=f"internal error: {exc}")
 
-        server = ControlServer(socket_path(runtime_dir), handle)
+        def refuse_peer(pid: int) -> str | None:
+            worker = worker_lineage(pid, supervisor.pool.process_ids())
+            return None if worker is None else f"pid {pid} is or descends from worker process {worker}"
+
+        server = ControlServer(
+            socket_path(runtime_dir), handle, token=write_token(runtime_dir), refuse_peer=refuse_peer,
+            on_refused=lambda pid, why: supervisor.security_events(None, "control_refused", {"pid": pid, "reason": why}),
+        )
         pid_file = runtime_dir / PID_NAME
         pid_file.write_text(f"{os.getpid()}\n")
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -92,7 +102,7 @@ def serve(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0,
             server.shutdown()
             serving.join()
             server.server_close()
-            for path in (socket_path(runtime_dir), pid_file):
+            for path in (socket_path(runtime_dir), token_path(runtime_dir), pid_file):
                 path.unlink(missing_ok=True)
 
 

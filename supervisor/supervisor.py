@@ -18,6 +18,8 @@ from supervisor.host import PluginHost
 from supervisor.modules import ModuleCache
 from supervisor.plugin import InstalledPlugin
 from supervisor.registry import Registry
+from supervisor.capabilities.audit import default_audit_path
+from supervisor.security_events import SecurityAudit
 from supervisor.workers import CallOutcome, WorkerLimits, WorkerPool
 from worker.protocol import EngineSettings
 
@@ -62,12 +64,14 @@ class Supervisor:
         self.registry = registry or Registry(paths.plugins_dir())
         self.limits = limits
         self.modules = ModuleCache((cache_dir or paths.cache_dir()), EngineSettings())
+        self.security_events = SecurityAudit(default_audit_path())
         self.pool = WorkerPool(
             runtime_dir or paths.runtime_dir(),
             self.modules,
             lambda plugin: PluginHost(plugin, limits),
             idle_timeout_s=idle_timeout_s,
             limits=lambda plugin: worker_limits,
+            security_events=self.security_events,
         )
 
     def _plugin(self, name: str) -> InstalledPlugin:
@@ -121,6 +125,7 @@ class Supervisor:
 
     def close(self) -> None:
         self.pool.close()
+        self.security_events.close()
 
     def __enter__(self) -> "Supervisor":
         return self

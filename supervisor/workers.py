@@ -206,6 +206,7 @@ class WorkerPool:
         self._slots_lock = threading.Lock()
         self._call_ids = 0
         self._warned: set[str] = set()  # sandbox warnings already logged
+        self._pids: set[int] = set()  # every worker process started and not yet reaped (see process_ids)
         self._closed = threading.Event()
         self._reaper = threading.Thread(target=self._reap_idle, name="worker-idle-reaper", daemon=True)
         self._reaper.start()
@@ -279,6 +280,14 @@ class WorkerPool:
         if slot is not None:
             with slot.lock:
                 self._stop_worker(slot)
+
+    def process_ids(self) -> set[int]:
+        """Every process that runs untrusted code or starts it: the live workers and the fork server."""
+        with self._slots_lock:
+            pids = set(self._pids)
+        if forkserver.SERVER.pid is not None:
+            pids.add(forkserver.SERVER.pid)
+        return pids
 
     def status(self) -> list[WorkerStatus]:
         with self._slots_lock:
@@ -516,6 +525,8 @@ class WorkerPool:
             )
             process.daemon = True
             process.start()
+            with self._slots_lock:
+                self._pids.add(process.pid)
         except Exception as exc:
             socket.close(linger=0)
             endpoint_path.unlink(missing_ok=True)
@@ -591,11 +602,12 @@ class WorkerPool:
         if worker is not None:
             self._terminate(worker)
 
-    @staticmethod
-    def _terminate(worker: _Worker) -> None:
+    def _terminate(self, worker: _Worker) -> None:
         if worker.process.is_alive():
             worker.process.kill()
         worker.process.join()
+        with self._slots_lock:
+            self._pids.discard(worker.process.pid)
         worker.process.close()
         worker.socket.close(linger=0)
         worker.endpoint_path.unlink(missing_ok=True)

@@ -148,3 +148,23 @@ def test_a_worker_speaking_between_calls_is_ended(make_pool, plugin):
         assert second.error_message.endswith("sent an invalid message: Log outside a call")
     else:  # the idle watch got there first; the call ran on a new worker
         assert second.ret == 7 and second.worker_pid != first.worker_pid
+
+
+def test_forged_messages_land_in_the_audit_trail(tmp_path: Path, plugin, runtime_dir):
+    from supervisor.capabilities.audit import read_audit
+    from supervisor.security_events import SecurityAudit
+    from supervisor.modules import ModuleCache
+    from supervisor.host import PluginHost
+    from supervisor.workers import WorkerPool
+
+    audit = SecurityAudit(tmp_path / "audit.log")
+    pool = WorkerPool(runtime_dir, ModuleCache(tmp_path / "cache"), lambda p: PluginHost(p),
+                      worker_entry=wasm_fixtures.chatty_worker, security_events=audit)
+    try:
+        pid = pool.call(plugin, "status", [], None).worker_pid
+        assert process_gone(pid, within_s=3)
+    finally:
+        pool.close()
+        audit.close()
+    [record] = [r for r in read_audit(tmp_path / "audit.log") if r["kind"] == "worker_message_outside_call"]
+    assert (record["plugin"], record["pid"], record["message"]) == ("probe", pid, "Log")

@@ -185,6 +185,50 @@ def chatty_worker(spec_bytes: bytes) -> None:
             return
 
 
+def control_client_worker(spec_bytes: bytes) -> None:
+    """A compromised worker going for the daemon's control socket (next to its own endpoint), itself and through a
+    child it forks: asks to call another plugin and to shut the daemon down, with the token file's content (readable
+    here: this test worker is not landlocked). Writes what it got back to control-attempt.json there."""
+    import json
+    import time
+    from pathlib import Path
+
+    from supervisor.control import DaemonClient, Request  # a compromised worker can run any code it likes
+
+    spec = protocol.decode_spec(spec_bytes)
+    runtime_dir = Path(spec.endpoint.removeprefix("ipc://")).parent
+
+    def attempt() -> list[str]:
+        results = []
+        for request in (Request(op="call", plugin="other", export="secret", args=[]), Request(op="shutdown")):
+            try:
+                with DaemonClient(runtime_dir) as client:
+                    reply = client.request(request)
+                results.append("accepted" if reply.ok else f"error: {reply.error}")
+            except Exception as exc:  # noqa: BLE001 - report whatever happened
+                results.append(f"refused: {exc}")
+        return results
+
+    with SupervisorLink(spec.endpoint) as link:
+        report = {"worker": attempt()}
+        child = os.fork()
+        if child == 0:
+            (runtime_dir / "control-child.json").write_text(json.dumps(attempt()))
+            os._exit(0)
+        os.waitpid(child, 0)
+        report["child"] = json.loads((runtime_dir / "control-child.json").read_text())
+        (runtime_dir / "control-attempt.json").write_text(json.dumps(report))
+        link.send(protocol.Ready(token=spec.token))
+        try:
+            while not isinstance(message := link.receive_idle(), protocol.Invoke):
+                pass
+            link.send(protocol.InvokeResult(call_id=message.call_id, ret=7))
+            while True:
+                time.sleep(1)
+        except SupervisorLost:
+            return
+
+
 class RecordingHost(PluginHost):
     """The real PluginHost, also remembering what it was asked to log."""
 
