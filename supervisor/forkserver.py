@@ -1,133 +1,215 @@
-"""The fork server workers are started from, launched with a scrubbed environment so workers hold no secrets.
+"""The supervisor's side of the fork server (worker/forkserver.py) workers are started from.
 
-multiprocess's own fork server inherits the supervisor's whole environment at exec time, and every worker forked
-from it keeps that block in memory and in /proc/<pid>/environ however much it clears os.environ afterwards. This
-fork server is multiprocess's, exec'd with only the variables Python needs (ENV_ALLOWED), and with its own preload
-list, so nothing is patched or set process-wide in multiprocess. Like multiprocess's, it is one per supervisor
-process (starting one costs ~0.5 s with wasmtime and the supervisor's modules preloaded) and it exits when the
-supervisor process does (multiprocess's "alive" pipe closes).
-
-`WorkerProcess` is a multiprocess Process started from it: `WorkerProcess(target=..., args=...).start()`.
+`ForkServer` launches the server on first use with a scrubbed environment (workers hold no secrets: ENV_ALLOWED)
+in its own session, talks to it over a private socketpair (no listener: nothing else can connect, nothing is left
+in /tmp), and restarts it when it has died, without touching the workers already running. `ForkServer.start`
+returns a `WorkerProcess`: the worker's pid, a pidfd that becomes readable when it exits (the kernel's word, so it
+holds even if the fork server dies) and the pipe its exit status arrives on.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
+import select
+import signal
 import socket
-from typing import Iterable, Mapping
+import struct
+import subprocess
+import sys
+import threading
+from typing import Callable, Mapping
 
-import multiprocess.context
-from multiprocess import connection, forkserver, popen_forkserver, resource_tracker, spawn, util
-from multiprocess.context import reduction, set_spawning_popen
+import msgspec
+
+from worker import protocol
 
 # PATH and the locale for the interpreter; PYTHONPATH/PYTHONHOME if the supervisor runs with them; TMPDIR for
 # tempfile. HOME, credentials, tokens and everything else stay in the supervisor.
 ENV_ALLOWED = re.compile(r"PATH|LANG|LANGUAGE|LC_[A-Z_]+|TZ|TMPDIR|PYTHONPATH|PYTHONHOME")
+STARTUP_TIMEOUT_S = 60.0  # importing wasmtime on a loaded 2-core machine
+_STATUS = struct.Struct("i")
+
+
+class ForkServerError(Exception):
+    """The fork server could not be started or could not start a worker."""
 
 
 def scrubbed_environment(environ: Mapping[str, str]) -> dict[str, str]:
     return {name: value for name, value in environ.items() if ENV_ALLOWED.fullmatch(name)}
 
 
-class _ScrubbedForkServer(forkserver.ForkServer):
-    """multiprocess.forkserver.ForkServer whose server process gets `scrubbed_environment(os.environ)`."""
+def entry_name(entry: Callable[[bytes], None]) -> str:
+    """`module:qualname` of a module-level function (what the fork server imports in the new worker)."""
+    module, qualname = getattr(entry, "__module__", None), getattr(entry, "__qualname__", "")
+    if not module or module == "__main__" or "<" in qualname:
+        raise ForkServerError(f"a worker entry must be a module-level function of an importable module: {entry!r}")
+    return f"{module}:{qualname}"
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._preload_modules = []
-        self.pid: int | None = None
 
-    def start(self, preload: Iterable[str]) -> None:
-        """Launch the server (once) preloading `preload`; a later call with other modules changes nothing."""
+class WorkerProcess:
+    """One worker forked by the fork server (the subset of multiprocessing.Process the pool uses)."""
+
+    def __init__(self, pid: int, pidfd: int, status_fd: int) -> None:
+        self.pid = pid
+        self.sentinel = pidfd  # readable once the process has exited
+        self._status_fd = status_fd
+        self.exitcode: int | None = None
+        self._exited = False
+
+    def is_alive(self) -> bool:
+        return not self._wait(0)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._wait(timeout)
+
+    def kill(self) -> None:
+        if not self._exited and self.sentinel >= 0:
+            try:
+                signal.pidfd_send_signal(self.sentinel, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        for fd in (self.sentinel, self._status_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.sentinel = self._status_fd = -1
+
+    def _wait(self, timeout: float | None) -> bool:
+        """True once the process has exited (its exit status read, if the fork server still reports it)."""
+        if self._exited:
+            return True
+        if self.sentinel < 0:
+            return True
+        if not select.select([self.sentinel], [], [], timeout)[0]:
+            return False
+        self._exited = True
+        # The fork server writes the status when it reaps the process, a moment after the pidfd fires.
+        if select.select([self._status_fd], [], [], 1.0)[0]:
+            data = os.read(self._status_fd, _STATUS.size)
+            if len(data) == _STATUS.size:
+                (self.exitcode,) = _STATUS.unpack(data)
+        return True
+
+
+class ForkServer:
+    """One fork server process, started on first use and again whenever it has died. Thread-safe."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = scrubbed_environment(os.environ if environ is None else environ)
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+        self._control: socket.socket | None = None
+        self._ready = False
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return None if process is None else process.pid
+
+    def launch(self) -> None:
+        """Start the server if none runs, without waiting for it (it imports while the caller does other work)."""
         with self._lock:
-            if self._forkserver_pid is None:
-                self._preload_modules = list(preload)
-        self.ensure_running()
+            self._launch_locked()
 
-    def ensure_running(self) -> None:
-        # ForkServer.ensure_running (multiprocess 0.70.19) with the environment passed to fork_exec.
+    def start(self, entry: Callable[[bytes], None], spec: bytes, module_fd: int | None = None) -> WorkerProcess:
+        """Fork a worker that calls `entry(spec)`, with `module_fd` (if any) at protocol.MODULE_FD."""
+        request = protocol.encode(protocol.ForkRequest(entry=entry_name(entry), spec=spec,
+                                                       with_module_fd=module_fd is not None))
+        if len(request) > protocol.MAX_FORK_REQUEST_BYTES:
+            raise ForkServerError(f"a worker spec of {len(request)} bytes is too large")
         with self._lock:
-            resource_tracker.ensure_running()
-            if self._forkserver_pid is not None:
-                pid, _status = os.waitpid(self._forkserver_pid, os.WNOHANG)
-                if not pid:
-                    return
-                os.close(self._forkserver_alive_fd)
-                self._forkserver_address = None
-                self._forkserver_alive_fd = None
-                self._forkserver_pid = None
-            cmd = "from multiprocess.forkserver import main; main(%d, %d, %r, **%r)"
-            data = {}
-            if self._preload_modules:
-                data = spawn.get_preparation_data("ignore")
-                data = {key: value for key, value in data.items() if key in ("main_path", "sys_path")}
-            with socket.socket(socket.AF_UNIX) as listener:
-                address = connection.arbitrary_address("AF_UNIX")
-                listener.bind(address)
-                if not util.is_abstract_socket_namespace(address):
-                    os.chmod(address, 0o600)
-                listener.listen()
-                alive_r, alive_w = os.pipe()
+            for attempt in (1, 2):
                 try:
-                    cmd %= (listener.fileno(), alive_r, self._preload_modules, data)
-                    exe = spawn.get_executable()
-                    args = [exe, *util._args_from_interpreter_flags(), "-c", cmd]
-                    pid = _spawn_with_env(exe, args, [listener.fileno(), alive_r], scrubbed_environment(os.environ))
-                except BaseException:
-                    os.close(alive_w)
-                    raise
-                finally:
-                    os.close(alive_r)
-                self._forkserver_address = address
-                self._forkserver_alive_fd = alive_w
-                self._forkserver_pid = self.pid = pid
+                    return self._start_locked(request, module_fd)
+                except (OSError, ConnectionError) as exc:
+                    self._stop_locked()  # it died (or was killed): the next attempt starts a new one
+                    if attempt == 2:
+                        raise ForkServerError(f"the fork server is not working: {exc}") from None
+        raise AssertionError("unreachable")
 
+    def close(self) -> None:
+        with self._lock:
+            self._stop_locked()
 
-def _spawn_with_env(path: str, args: list[str], passfds: list[int], env: Mapping[str, str]) -> int:
-    """multiprocess.util.spawnv_passfds with an explicit environment."""
-    import _posixsubprocess
-    import subprocess
-
-    env_list = [os.fsencode(name) + b"=" + os.fsencode(value) for name, value in env.items()]
-    errpipe_read, errpipe_write = os.pipe()
-    try:
-        return _posixsubprocess.fork_exec(
-            args, [os.fsencode(path)], True, tuple(sorted(passfds)), None, env_list,
-            -1, -1, -1, -1, -1, -1, errpipe_read, errpipe_write,
-            False, False, -1, None, None, None, -1, None,
-            subprocess._USE_VFORK,
-        )
-    finally:
-        os.close(errpipe_read)
-        os.close(errpipe_write)
-
-
-SERVER = _ScrubbedForkServer()  # one per process, as multiprocess's own; its lock guards its state
-
-
-class _Popen(popen_forkserver.Popen):
-    def _launch(self, process_obj: multiprocess.context.BaseProcess) -> None:
-        # popen_forkserver.Popen._launch, asking our server instead of multiprocess's.
-        prep_data = spawn.get_preparation_data(process_obj._name)
-        buf = io.BytesIO()
-        set_spawning_popen(self)
+    def _start_locked(self, request: bytes, module_fd: int | None) -> WorkerProcess:
+        self._launch_locked()
+        assert self._control is not None
+        if not self._ready:
+            self._await_reply(STARTUP_TIMEOUT_S)
+            self._ready = True
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
         try:
-            reduction.dump(prep_data, buf)
-            reduction.dump(process_obj, buf)
+            fds = [status_w] if module_fd is None else [status_w, module_fd]
+            self._control.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
+        except BaseException:
+            os.close(status_r)
+            raise
         finally:
-            set_spawning_popen(None)
-        self.sentinel, w = SERVER.connect_to_new_process(self._fds)
-        parent_w = os.dup(w)
-        self.finalizer = util.Finalize(self, util.close_fds, (parent_w, self.sentinel))
-        with open(w, "wb", closefd=True) as f:
-            f.write(buf.getbuffer())
-        self.pid = forkserver.read_signed(self.sentinel)
+            os.close(status_w)
+        try:
+            reply, pidfd = self._await_reply(STARTUP_TIMEOUT_S)
+        except BaseException:
+            os.close(status_r)
+            raise
+        if reply.error or pidfd is None:
+            os.close(status_r)
+            if pidfd is not None:
+                os.close(pidfd)
+            raise ForkServerError(reply.error or "the fork server sent no process descriptor")
+        return WorkerProcess(reply.pid, pidfd, status_r)
 
+    def _await_reply(self, timeout_s: float) -> tuple[protocol.ForkReply, int | None]:
+        assert self._control is not None
+        if not select.select([self._control], [], [], timeout_s)[0]:
+            raise ConnectionError(f"no answer from the fork server within {timeout_s:g} s")
+        data, ancdata, _flags, _addr = self._control.recvmsg(4096, socket.CMSG_SPACE(_STATUS.size))
+        fds = [fd for level, kind, payload in ancdata if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+               for fd in struct.unpack(f"{len(payload) // 4}i", payload[: len(payload) // 4 * 4])]
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            raise ConnectionError("the fork server exited")
+        try:
+            reply = msgspec.msgpack.decode(data, type=protocol.ForkReply)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            for fd in fds:
+                os.close(fd)
+            raise ConnectionError(f"the fork server sent an invalid reply: {exc}") from None
+        for extra in fds[1:]:
+            os.close(extra)
+        return reply, (fds[0] if fds else None)
 
-class WorkerProcess(multiprocess.context.ForkServerProcess):
-    @staticmethod
-    def _Popen(process_obj: multiprocess.context.BaseProcess) -> _Popen:
-        return _Popen(process_obj)
+    def _launch_locked(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            return
+        self._stop_locked()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            command = (f"import sys; sys.path[:] = {sys.path!r}; "
+                       f"from worker.forkserver import main; main({theirs.fileno()})")
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", command], pass_fds=[theirs.fileno()], env=self._environ,
+                stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._control = ours
+        self._ready = False
 
+    def _stop_locked(self) -> None:
+        if self._control is not None:
+            self._control.close()  # the server exits when it reads EOF
+            self._control = None
+        if self._process is not None:
+            try:
+                self._process.wait(2.0)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        self._ready = False

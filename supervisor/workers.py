@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import attrs
-import multiprocess
 import zmq
 
 from policy.restart import Parked, RestartPolicy, StartAfter, decide, recent
@@ -34,7 +33,6 @@ from worker.main import run
 
 log = logging.getLogger(__name__)
 
-WORKER_PRELOAD = ["worker.main", "worker.engine", "worker.abi", "worker.channel", "worker.protocol", "wasmtime", "zmq"]
 STOP_GRACE_S = 1.0
 # Messages the supervisor's socket queues per worker connection before ZeroMQ stops reading from it. A call is a
 # strict request/reply plus one-way logs, so a few suffice; with ZMQ_MAXMSGSIZE this bounds what one worker (or a
@@ -142,7 +140,7 @@ class _Fail(Exception):
 class _Worker:
     """One running worker process and the socket the supervisor bound for it."""
 
-    process: multiprocess.Process
+    process: forkserver.WorkerProcess
     socket: zmq.Socket
     endpoint_path: Path
     host: HostHandler
@@ -202,6 +200,7 @@ class WorkerPool:
         self._worker_entry = worker_entry  # tests substitute a misbehaving worker here
         self._security_events = security_events
         self._context = zmq.Context()
+        self._fork_server = forkserver.ForkServer()
         self._slots: dict[str, _Slot] = {}
         self._slots_lock = threading.Lock()
         self._call_ids = 0
@@ -285,8 +284,8 @@ class WorkerPool:
         """Every process that runs untrusted code or starts it: the live workers and the fork server."""
         with self._slots_lock:
             pids = set(self._pids)
-        if forkserver.SERVER.pid is not None:
-            pids.add(forkserver.SERVER.pid)
+        if self._fork_server.pid is not None:
+            pids.add(self._fork_server.pid)
         return pids
 
     def status(self) -> list[WorkerStatus]:
@@ -313,6 +312,7 @@ class WorkerPool:
         for slot in slots:
             with slot.lock:
                 self._stop_worker(slot)
+        self._fork_server.close()
         self._context.term()
 
     def __enter__(self) -> WorkerPool:
@@ -498,6 +498,10 @@ class WorkerPool:
 
     def _start(self, plugin: InstalledPlugin) -> _Worker:
         try:
+            self._fork_server.launch()  # a first start: it imports wasmtime while we compile or read the module
+        except OSError as exc:
+            raise _Fail(START_FAILED, f"could not start the fork server: {exc}", kill=False) from None
+        try:
             artifact = self._modules.artifact_for(plugin.wasm_path, plugin.name)
         except ModuleCompileError as exc:
             raise _Fail(START_FAILED, str(exc), kill=False) from None
@@ -519,15 +523,10 @@ class WorkerPool:
                 token=token,
                 **attrs.asdict(self._limits(plugin)),
             )
-            forkserver.SERVER.start(WORKER_PRELOAD + _already_imported())
-            process = forkserver.WorkerProcess(
-                target=self._worker_entry, args=(protocol.encode(spec),), name=f"tark-worker-{plugin.name}"
-            )
-            process.daemon = True
-            process.start()
+            process = self._fork_server.start(self._worker_entry, protocol.encode(spec))
             with self._slots_lock:
                 self._pids.add(process.pid)
-        except Exception as exc:
+        except Exception as exc:  # forkserver.ForkServerError, OSError
             socket.close(linger=0)
             endpoint_path.unlink(missing_ok=True)
             raise _Fail(START_FAILED, f"could not start a worker for plugin '{plugin.name}': {exc}", kill=False) from None
@@ -701,16 +700,6 @@ def _describe(frame: bytes | None) -> str:
     if message is not None:
         return type(message).__name__
     return "several frames" if frame is None else f"{len(frame)} undecodable bytes"
-
-
-def _already_imported() -> list[str]:
-    """Top-level packages this process has imported. Every forked worker re-runs the supervisor's main script
-    (multiprocessing's _fixup_main_from_path: the fork server ignores it), so preloading what that script imports
-    turns ~60 ms of imports per worker start into dictionary lookups."""
-    loaded = list(sys.modules)
-    ours = {name for name in loaded if name.partition(".")[0] in ("supervisor", "policy")}
-    top_level = {name.partition(".")[0] for name in loaded}
-    return sorted(name for name in ours | top_level if not name.startswith("_") and name not in WORKER_PRELOAD)
 
 
 def _since(started: float) -> float:

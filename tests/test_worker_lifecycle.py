@@ -13,13 +13,13 @@ import threading
 import time
 from pathlib import Path
 
-import multiprocess
 import psutil
 import pytest
 import zmq
 
 import wasm_fixtures
 from policy.restart import RestartPolicy
+from supervisor.forkserver import ForkServer
 from supervisor.host import PluginHost
 from supervisor.modules import WASMTIME_VERSION, ModuleCache, ModuleCompileError
 from supervisor.plugin import InstalledPlugin
@@ -294,8 +294,8 @@ def test_a_worker_exits_when_its_supervisor_goes_away(tmp_path: Path, runtime_di
     context = zmq.Context()
     router = context.socket(zmq.ROUTER)
     router.bind(endpoint)
-    process = multiprocess.get_context("forkserver").Process(target=worker_run, args=(protocol.encode(spec),))
-    process.start()
+    fork_server = ForkServer()
+    process = fork_server.start(worker_run, protocol.encode(spec))
     try:
         assert router.poll(5000)
         _peer, frame = router.recv_multipart()
@@ -307,4 +307,6 @@ def test_a_worker_exits_when_its_supervisor_goes_away(tmp_path: Path, runtime_di
         if process.is_alive():
             process.kill()
             process.join()
+        process.close()
+        fork_server.close()
         context.term()

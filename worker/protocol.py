@@ -80,6 +80,8 @@ class WorkerSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     plugin: Name
     endpoint: Annotated[str, msgspec.Meta(max_length=4096)]
     module_path: Annotated[str, msgspec.Meta(max_length=4096)]  # serialized module written by the supervisor
+    # The module as a sealed memfd at MODULE_FD, verified by the supervisor (module_path is then only its name).
+    module_fd: int | None = None
     engine: EngineSettings = EngineSettings()
     memory_limit_bytes: int = 256 * 1024 * 1024  # guest linear memory cap (wasmtime StoreLimits)
     call_cpu_ms: int = 30_000  # epoch deadline per export call
@@ -91,6 +93,24 @@ class WorkerSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # The one secret a worker holds, only until its first message: proof that it is the process the supervisor
     # started (docs/security.md, "Worker identity"). Never in argv or the environment; useless once Ready is in.
     token: Token = b"\0" * TOKEN_BYTES
+
+
+# --------------------------------------------------------------------------- supervisor <-> fork server
+# (worker/forkserver.py: one datagram each way per worker start, descriptors alongside)
+
+MODULE_FD = 3  # where a worker finds its sealed module memfd
+MAX_FORK_REQUEST_BYTES = 64 * 1024
+
+
+class ForkRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    entry: Annotated[str, msgspec.Meta(max_length=1024)]  # "module:function", called with `spec` in the worker
+    spec: Annotated[bytes, msgspec.Meta(max_length=MAX_FORK_REQUEST_BYTES // 2)]
+    with_module_fd: bool = False
+
+
+class ForkReply(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pid: int = 0  # the worker's (or, in the first reply, the fork server's own: it is ready)
+    error: str = ""
 
 
 # --------------------------------------------------------------------------- supervisor -> worker

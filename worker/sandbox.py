@@ -22,7 +22,7 @@ STDIO = (0, 1, 2)
 
 def lock_down(spec: protocol.WorkerSpec) -> list[str]:
     warnings: list[str] = []
-    close_inherited_fds()
+    close_inherited_fds(STDIO if spec.module_fd is None else (*STDIO, spec.module_fd))
     warnings += _no_new_privs()
     warnings += _set_limit("RLIMIT_CORE", resource.RLIMIT_CORE, 0)
     if spec.os_memory_limit_bytes is not None:

@@ -5,7 +5,7 @@
 Starts one worker per plugin through the real `WorkerPool` (fork server preloaded with wasmtime), makes one call
 on each so every worker has compiled code mapped and an instance run, then leaves them idle and measures each
 worker's USS (memory only that process holds; what stopping it frees). The baseline is a child forked from the same
-fork server running nothing (`multiprocess` forkserver context), measured the same way. Design targets: idle worker
+fork server running nothing (supervisor/forkserver.py), measured the same way. Design targets: idle worker
 USS <= 10 MiB; 100 idle plugins on a 2-core machine.
 """
 
@@ -23,7 +23,6 @@ import wasmtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from supervisor import forkserver  # noqa: E402
 from supervisor.host import PluginHost  # noqa: E402
 from supervisor.modules import ModuleCache  # noqa: E402
 from supervisor.plugin import load_plugin_dir  # noqa: E402
@@ -42,20 +41,18 @@ def uss_mib(pid: int) -> float:
     return psutil.Process(pid).memory_full_info().uss / 2**20
 
 
-def _idle(seconds: float) -> None:
-    time.sleep(seconds)
-
-
-def baseline_uss() -> float:
+def baseline_uss(pool: WorkerPool) -> float:
     """USS of a do-nothing child of the fork server the pool started (same preloads, same scrubbed environment)."""
-    process = forkserver.WorkerProcess(target=_idle, args=(5.0,))
-    process.start()
+    import idle_child  # next to this script (its directory is on sys.path): the fork server can import it
+
+    process = pool._fork_server.start(idle_child.idle, b"5")
     time.sleep(0.5)
     try:
         return uss_mib(process.pid)
     finally:
         process.kill()
         process.join()
+        process.close()
 
 
 def main() -> None:
@@ -81,7 +78,7 @@ def main() -> None:
             elapsed = time.perf_counter() - started
             time.sleep(1.0)
             usses = [uss_mib(pid) for pid in pids]
-            base = baseline_uss()
+            base = baseline_uss(pool)
             print(f"idle workers running                      {len(pids)}")
             print(f"start + first call, all of them            {elapsed:8.2f} s ({elapsed / len(pids) * 1000:.1f} ms each)")
             print(f"worker USS median / max                    {statistics.median(usses):8.2f} / {max(usses):.2f} MiB")

@@ -1,0 +1,25 @@
+"""Stand-in worker entries for the fork server tests: stdlib only, so what they report about the process is what
+the fork server gave it (its preloaded modules, descriptors, session, environment). `spec` is a file path or a
+number of seconds, not a WorkerSpec."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+
+def report(spec: bytes) -> None:
+    fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+    with open(spec.decode(), "w") as file:
+        json.dump({"modules": sorted(sys.modules), "pid": os.getpid(), "sid": os.getsid(0), "pgid": os.getpgid(0),
+                   "ppid": os.getppid(), "fds": fds, "environ": dict(os.environ)}, file)
+
+
+def linger(spec: bytes) -> None:
+    time.sleep(float(spec.decode()))
+
+
+def exit_with(spec: bytes) -> None:
+    sys.exit(int(spec.decode()))

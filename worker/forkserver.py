@@ -1,0 +1,173 @@
+"""The fork server: the process workers are forked from (docs/security.md, "Fork server").
+
+The supervisor starts it (supervisor/forkserver.py) with a scrubbed environment and one end of a SOCK_SEQPACKET
+socketpair as its only channel: there is no listener anywhere, so nothing but the supervisor can talk to it. It
+imports the worker's code once (this module imports worker.main: wasmtime, zmq and worker.*, nothing of the
+supervisor's) and then, per request, forks one worker:
+
+    supervisor -> fork server   ForkRequest + fds [status pipe write end, sealed module memfd (optional)]
+    fork server -> supervisor   ForkReply(pid) + fds [pidfd of the new worker]   (or ForkReply(error=...))
+    fork server -> status pipe  the worker's exit status (int32), once it has reaped it
+
+The supervisor watches the pidfd (the kernel's word, valid even if the fork server dies) and reads the exit status
+from the pipe. A worker runs in its own session (no terminal signals, its own process group), holds only stdio and
+its module fd (protocol.MODULE_FD), and calls the request's entry point with the spec. The fork server exits when
+the supervisor's end closes; running workers are not affected.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import resource
+import select
+import signal
+import socket
+import struct
+import sys
+import traceback
+
+import msgspec
+
+import worker.main  # noqa: F401 - the preload: every worker needs it, and wasmtime + zmq with it
+from worker import protocol
+
+STATUS = struct.Struct("i")
+MAX_FDS = 2
+
+
+def main(control_fd: int) -> None:
+    control = socket.socket(fileno=control_fd)
+    control.set_inheritable(False)
+    wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wakeup_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the select below
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor ends us by closing the socket
+    status_fds: dict[int, int] = {}  # worker pid -> write end of its status pipe
+    gc.freeze()  # the preloaded objects go to the permanent generation: no collector writes to shared pages
+    control.send(protocol.encode(protocol.ForkReply(pid=os.getpid())))  # ready
+    while True:
+        readable, _, _ = select.select([control, wakeup_r], [], [])
+        if wakeup_r in readable:
+            _drain(wakeup_r)
+            _reap(status_fds)
+        if control in readable:
+            try:
+                data, fds = _receive(control)
+            except OSError:
+                return
+            if not data and not fds:
+                if _hung_up(control):
+                    return  # the supervisor closed its end (or exited)
+                continue  # an empty datagram
+            _serve(control, data, fds, status_fds, (control.fileno(), wakeup_r, wakeup_w))
+
+
+def _serve(control: socket.socket, data: bytes, fds: list[int], status_fds: dict[int, int],
+           own_fds: tuple[int, ...]) -> None:
+    try:
+        request = msgspec.msgpack.decode(data, type=protocol.ForkRequest)
+        if not fds or len(fds) != 1 + (request.with_module_fd is True):
+            raise ValueError(f"{len(fds)} descriptors for a request that needs {1 + request.with_module_fd}")
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
+        for fd in fds:
+            os.close(fd)
+        control.send(protocol.encode(protocol.ForkReply(error=f"invalid fork request: {exc}")))
+        return
+    status_w, module_fd = fds[0], (fds[1] if request.with_module_fd else None)
+    pid = os.fork()
+    if pid == 0:
+        _child(request, module_fd)  # never returns
+    pidfd = os.pidfd_open(pid)
+    try:
+        control.sendmsg([protocol.encode(protocol.ForkReply(pid=pid))],
+                        [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", pidfd))])
+    finally:
+        os.close(pidfd)
+        if module_fd is not None:
+            os.close(module_fd)
+    status_fds[pid] = status_w
+
+
+def _child(request: protocol.ForkRequest, module_fd: int | None) -> None:
+    code = 1
+    try:
+        os.setsid()
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGCHLD, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)
+        keep = [0, 1, 2]
+        if module_fd is not None:
+            if module_fd != protocol.MODULE_FD:
+                os.dup2(module_fd, protocol.MODULE_FD)
+            keep.append(protocol.MODULE_FD)
+        _close_all_but(keep)
+        entry = _resolve(request.entry)
+        entry(request.spec)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - the worker's last words go to stderr, its status says it failed
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _resolve(entry: str):
+    """`module:qualname` -> the function (the supervisor names the entry; tests name their stand-in workers)."""
+    module_name, _, qualname = entry.partition(":")
+    target = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def _close_all_but(keep: list[int]) -> None:
+    """Close every descriptor above max(keep) (keep is stdio, maybe MODULE_FD right after it)."""
+    os.closerange(max(keep) + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+
+def _receive(control: socket.socket) -> tuple[bytes, list[int]]:
+    data, ancdata, _flags, _addr = control.recvmsg(protocol.MAX_FORK_REQUEST_BYTES,
+                                                   socket.CMSG_SPACE(MAX_FDS * STATUS.size))
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.extend(struct.unpack(f"{len(payload) // 4}i", payload[: len(payload) // 4 * 4]))
+    return data, fds
+
+
+def _hung_up(control: socket.socket) -> bool:
+    poller = select.poll()
+    poller.register(control, select.POLLIN)
+    return any(event & (select.POLLHUP | select.POLLERR) for _fd, event in poller.poll(0))
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _reap(status_fds: dict[int, int]) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        status_w = status_fds.pop(pid, None)
+        if status_w is not None:
+            try:
+                os.write(status_w, STATUS.pack(os.waitstatus_to_exitcode(status)))
+            except OSError:
+                pass  # the supervisor no longer listens
+            os.close(status_w)
