@@ -1,18 +1,25 @@
 """Compiles plugin wasm in the supervisor and keeps the serialized modules workers load (fixes weakness 8).
 
 Artifacts are keyed by the wasm's sha256, the wasmtime version and the engine settings, so a restart reuses them
-and a changed binary or config never loads a stale one. Only the supervisor writes this cache: deserializing
-bytes is only safe for artifacts we produced.
+and a changed binary or config never loads a stale one. Deserializing is only safe for bytes we produced, so an
+artifact is trusted only if its sha256 matches the digest the supervisor recorded when it wrote it, kept in another
+directory (`module-digests/`); one that does not match is reported, removed and compiled again from the wasm. The
+verified bytes are then held in a sealed memfd (no write, shrink or grow, ever) that each worker is handed at start
+and deserializes from: what was checked is what runs, whatever happens to the file afterwards (docs/security.md,
+"Module cache").
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
-import os
 import importlib.metadata
+import logging
+import os
 import threading
+import weakref
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import attrs
 import wasmtime
@@ -21,6 +28,10 @@ from worker.protocol import EngineSettings, build_engine_config
 from supervisor.atomic_file import write_atomically
 
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
+DIGESTS_DIR = "module-digests"
+_SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+
+log = logging.getLogger(__name__)
 
 
 class ModuleCompileError(Exception):
@@ -36,24 +47,96 @@ class ExportSignature:
         return iter((self.params, self.results))
 
 
+@attrs.frozen
+class VerifiedModule:
+    """A serialized module whose bytes matched the supervisor's digest, held in a sealed memfd (owned by the cache:
+    valid until ModuleCache.close; hand out duplicates, never close it)."""
+
+    path: Path  # the cache entry it was read from or written to
+    digest: str  # sha256 of the serialized bytes
+    fd: int
+
+
 class ModuleCache:
-    def __init__(self, cache_dir: Path, settings: EngineSettings = EngineSettings()) -> None:
+    def __init__(self, cache_dir: Path, settings: EngineSettings = EngineSettings(),
+                 security_events: Callable[[str, str, dict[str, Any]], None] | None = None) -> None:
         self._dir = Path(cache_dir) / "modules"
+        self._digests = Path(cache_dir) / DIGESTS_DIR
         self.settings = settings
         self._engine = wasmtime.Engine(build_engine_config(settings))
         self._settings_hash = hashlib.sha256(settings.cache_key().encode()).hexdigest()[:16]
         self._exports: dict[tuple, dict[str, ExportSignature]] = {}
+        self._verified: dict[str, VerifiedModule] = {}
+        self._security_events = security_events
         self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _close_all, self._verified)
 
     def artifact_for(self, wasm_path: Path, name: str | None = None) -> Path:
-        """The serialized module for `wasm_path`, compiling it on first use."""
+        """The serialized module's cache entry for `wasm_path`, compiling it on first use."""
+        return self.load(wasm_path, name).path
+
+    def load(self, wasm_path: Path, name: str | None = None) -> VerifiedModule:
+        """The verified serialized module for `wasm_path`: from memory, else from the cache if its digest matches,
+        else compiled (and cached) anew."""
         wasm = _read_wasm(wasm_path)
         artifact = self._artifact_path(wasm)
-        if artifact.is_file():
-            return artifact
-        module = self._compile(wasm, name or Path(wasm_path).name)
-        self._write_atomically(artifact, bytes(module.serialize()))
-        return artifact
+        with self._lock:
+            known = self._verified.get(artifact.name)
+        if known is not None:
+            return known
+        label = name or Path(wasm_path).name
+        data = self._read_verified(artifact, label)
+        if data is None:
+            data = bytes(self._compile(wasm, label).serialize())
+            # The digest first: another process that finds the entry always finds its digest too.
+            self._write_digest(artifact, hashlib.sha256(data).hexdigest())
+            self._write_atomically(artifact, data)
+        module = VerifiedModule(artifact, hashlib.sha256(data).hexdigest(), _sealed_memfd(data, label))
+        with self._lock:
+            known = self._verified.setdefault(artifact.name, module)
+        if known is not module:  # another thread got there first
+            os.close(module.fd)
+        return known
+
+    def close(self) -> None:
+        """Close the memfds (workers already started keep theirs)."""
+        with self._lock:
+            self._finalizer()
+
+    def _read_verified(self, artifact: Path, label: str) -> bytes | None:
+        """The entry's bytes if they match the recorded digest; None if there is no entry. An entry without a
+        digest or with another one is reported and removed: only bytes this supervisor wrote are deserialized."""
+        try:
+            data = artifact.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ModuleCompileError(f"Failed to read the compiled module {artifact}: {exc.strerror}") from None
+        actual = hashlib.sha256(data).hexdigest()
+        try:
+            recorded = self._digest_path(artifact).read_text().strip()
+        except FileNotFoundError:
+            recorded = None
+        if recorded == actual:
+            return data
+        self._report(label, "module_cache_tampered", {
+            "entry": str(artifact), "sha256": actual, "expected": recorded or "(no digest recorded)",
+        })
+        artifact.unlink(missing_ok=True)
+        return None
+
+    def _report(self, plugin: str, kind: str, fields: dict[str, Any]) -> None:
+        if self._security_events is None:
+            log.warning("security event %s for plugin %s: %s", kind, plugin, fields)
+        else:
+            self._security_events(plugin, kind, fields)
+
+    def _digest_path(self, artifact: Path) -> Path:
+        return self._digests / f"{artifact.name}.sha256"
+
+    def _write_digest(self, artifact: Path, digest: str) -> None:
+        self._digests.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomically(self._digest_path(artifact), f"{digest}\n".encode())
 
     def exports(self, wasm_path: Path, name: str | None = None) -> dict[str, ExportSignature]:
         """Exported function name -> signature, read in the supervisor (never trusting a worker's word).
@@ -65,8 +148,8 @@ class ModuleCache:
             cached = self._exports.get(key)
         if cached is not None:
             return cached
-        artifact = self.artifact_for(wasm_path, name)
-        module = wasmtime.Module.deserialize_file(self._engine, str(artifact))
+        verified = self.load(wasm_path, name)
+        module = wasmtime.Module.deserialize_file(self._engine, f"/proc/self/fd/{verified.fd}")
         found: dict[str, ExportSignature] = {}
         for export in module.exports:
             ty = export.type
@@ -92,6 +175,25 @@ class ModuleCache:
     def _write_atomically(self, target: Path, data: bytes) -> None:
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_atomically(target, data)
+
+
+def _sealed_memfd(data: bytes, label: str) -> int:
+    fd = os.memfd_create(f"tark-module-{label}"[:200], os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _close_all(verified: dict[str, VerifiedModule]) -> None:
+    for module in verified.values():
+        os.close(module.fd)
+    verified.clear()
 
 
 def _file_identity(wasm_path: Path) -> tuple:

@@ -63,8 +63,8 @@ class Supervisor:
     ) -> None:
         self.registry = registry or Registry(paths.plugins_dir())
         self.limits = limits
-        self.modules = ModuleCache((cache_dir or paths.cache_dir()), EngineSettings())
         self.security_events = SecurityAudit(default_audit_path())
+        self.modules = ModuleCache((cache_dir or paths.cache_dir()), EngineSettings(), self.security_events)
         self.pool = WorkerPool(
             runtime_dir or paths.runtime_dir(),
             self.modules,
@@ -125,6 +125,7 @@ class Supervisor:
 
     def close(self) -> None:
         self.pool.close()
+        self.modules.close()
         self.security_events.close()
 
     def __enter__(self) -> "Supervisor":

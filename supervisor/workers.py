@@ -502,7 +502,7 @@ class WorkerPool:
         except OSError as exc:
             raise _Fail(START_FAILED, f"could not start the fork server: {exc}", kill=False) from None
         try:
-            artifact = self._modules.artifact_for(plugin.wasm_path, plugin.name)
+            module = self._modules.load(plugin.wasm_path, plugin.name)
         except ModuleCompileError as exc:
             raise _Fail(START_FAILED, str(exc), kill=False) from None
         endpoint_path = self._runtime_dir / f"w-{plugin.name}-{secrets.token_hex(6)}.sock"
@@ -518,12 +518,13 @@ class WorkerPool:
             spec = protocol.WorkerSpec(
                 plugin=plugin.name,
                 endpoint=f"ipc://{endpoint_path}",
-                module_path=str(artifact),
+                module_path=str(module.path),
+                module_fd=protocol.MODULE_FD,
                 engine=self._modules.settings,
                 token=token,
                 **attrs.asdict(self._limits(plugin)),
             )
-            process = self._fork_server.start(self._worker_entry, protocol.encode(spec))
+            process = self._fork_server.start(self._worker_entry, protocol.encode(spec), module.fd)
             with self._slots_lock:
                 self._pids.add(process.pid)
         except Exception as exc:  # forkserver.ForkServerError, OSError
