@@ -55,7 +55,6 @@ def test_the_fork_server_has_nothing_anyone_could_connect_to_and_leaves_nothing_
     fork_server = psutil.Process(server.pid)
     sockets = fork_server.net_connections(kind="unix")
     assert sockets and all(s.laddr == "" and s.raddr == "" for s in sockets)  # an unnamed socketpair end only
-    assert [s for s in psutil.Process().net_connections(kind="unix") if s.status == psutil.CONN_LISTEN] == []
     server.close()
     assert process_gone(fork_server.pid)
     assert {n for n in set(os.listdir(tempfile.gettempdir())) - temp if n.startswith("pymp-")} == set()
