@@ -621,7 +621,7 @@ class WorkerPool:
         worker.process.join(0.5)
         code = worker.process.exitcode
         if code is None:
-            how = "it stopped responding"
+            how = "it stopped responding" if worker.process.is_alive() else "exit status unknown"
         elif code < 0:
             try:
                 how = f"killed by signal {signal.Signals(-code).name}"
