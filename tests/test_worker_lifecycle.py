@@ -219,6 +219,7 @@ def test_a_worker_sending_invalid_messages_is_killed(make_pool, plugin, entry, p
 
 def test_the_wall_timeout_stops_the_worker(make_pool, plugin) -> None:
     pool = make_pool()
+    assert pool.call(plugin, "status", [], None).ret == 7  # the worker (and its fork server) start outside the timing
     outcome = pool.call(plugin, "spin", [], None, timeout_s=0.3)
     assert outcome.error_kind == "timeout"
     assert "did not finish 'spin' within 0.3 s" in outcome.error_message
