@@ -15,7 +15,6 @@ import logging
 import os
 import secrets
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ STOP_GRACE_S = 1.0
 RCVHWM = 4
 DEFAULT_CALL_TIMEOUT_S = 120.0
 IDLE_WATCH_S = 1.0  # how often idle workers are checked for messages they should not send
+MAX_STRANGER_EVENTS = 16  # forged_worker_message events per worker
 
 _SPEC_DEFAULTS = dict(
     zip(protocol.WorkerSpec.__struct_fields__[-len(protocol.WorkerSpec.__struct_defaults__):],
@@ -147,7 +147,7 @@ class _Worker:
     plugin: InstalledPlugin
     pid: int = 0
     peer: bytes | None = None  # the routing id of the connection that presented the token, pinned
-    strangers: set[bytes] = attrs.field(factory=set)  # other connections already audited
+    strangers: set[tuple[bytes, str]] = attrs.field(factory=set)  # (connection, message type) already audited
 
     poller: zmq.Poller | None = None  # the socket and the process sentinel, built once per worker
 
@@ -378,12 +378,15 @@ class WorkerPool:
 
     def _stranger(self, worker: _Worker, peer: bytes, frame: bytes | None, when: str) -> None:
         """A message on the worker's endpoint from a connection other than the worker's: ignored, audited once per
-        connection (a flood of them is bounded by RCVHWM, not by the audit trail)."""
-        if peer in worker.strangers or len(worker.strangers) >= 16:
+        connection and message type, at most MAX_STRANGER_EVENTS times per worker (a flood of them is bounded by
+        RCVHWM, not by the audit trail)."""
+        what = _describe(frame)
+        key = (peer, what if frame is None or what != f"{len(frame)} undecodable bytes" else "undecodable")
+        if key in worker.strangers or len(worker.strangers) >= MAX_STRANGER_EVENTS:
             return
-        worker.strangers.add(peer)
+        worker.strangers.add(key)
         self._security_events(worker.plugin.name, "forged_worker_message",
-                              {"endpoint": str(worker.endpoint_path), "when": when, "message": _describe(frame)})
+                              {"endpoint": str(worker.endpoint_path), "when": when, "message": what})
 
     def _serve(self, worker: _Worker, invoke: protocol.Invoke, message: protocol.FromWorker) -> None:
         if isinstance(message, (protocol.Log, protocol.GuestOutput)):

@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
