@@ -56,6 +56,7 @@ class WorkerProcess:
         self._status_fd = status_fd
         self.exitcode: int | None = None
         self._exited = False
+        self._lock = threading.Lock()  # pool.status() may ask while the calling thread joins
 
     def is_alive(self) -> bool:
         return not self._wait(0)
@@ -80,16 +81,22 @@ class WorkerProcess:
         """True once the process has exited (its exit status read, if the fork server still reports it)."""
         if self._exited:
             return True
-        if self.sentinel < 0:
+        try:
+            if not select.select([self.sentinel], [], [], timeout)[0]:
+                return False
+        except (ValueError, OSError):  # closed meanwhile by another thread
             return True
-        if not select.select([self.sentinel], [], [], timeout)[0]:
-            return False
-        self._exited = True
-        # The fork server writes the status when it reaps the process, a moment after the pidfd fires.
-        if select.select([self._status_fd], [], [], 1.0)[0]:
-            data = os.read(self._status_fd, _STATUS.size)
-            if len(data) == _STATUS.size:
-                (self.exitcode,) = _STATUS.unpack(data)
+        with self._lock:
+            if not self._exited:
+                # The fork server writes the status when it reaps the process, a moment after the pidfd fires.
+                try:
+                    if select.select([self._status_fd], [], [], 1.0)[0]:
+                        data = os.read(self._status_fd, _STATUS.size)
+                        if len(data) == _STATUS.size:
+                            (self.exitcode,) = _STATUS.unpack(data)
+                except (ValueError, OSError):
+                    pass
+                self._exited = True
         return True
 
 
@@ -179,6 +186,8 @@ class ForkServer:
             raise ConnectionError(f"the fork server sent an invalid reply: {exc}") from None
         for extra in fds[1:]:
             os.close(extra)
+        if fds:
+            os.set_inheritable(fds[0], False)  # SCM_RIGHTS descriptors arrive without close-on-exec
         return reply, (fds[0] if fds else None)
 
     def _launch_locked(self) -> None:

@@ -139,6 +139,8 @@ def _receive(control: socket.socket) -> tuple[bytes, list[int]]:
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.extend(struct.unpack(f"{len(payload) // 4}i", payload[: len(payload) // 4 * 4]))
+    for fd in fds:  # SCM_RIGHTS descriptors arrive inheritable; only the child that needs one gets it (dup2)
+        os.set_inheritable(fd, False)
     return data, fds
 
 
