@@ -107,3 +107,32 @@ def test_the_module_a_worker_is_handed_cannot_be_changed(tmp_path, plugin):
     with open(f"/proc/self/fd/{module.fd}", "rb") as reopened:
         assert hashlib.sha256(reopened.read()).hexdigest() == module.digest
     cache.close()
+
+
+ECHO = r"""
+  (func (export "echo") (param $p i32) (param $l i32) (param $ret i32) (result i32)
+    (memory.copy (local.get $ret) (local.get $p) (local.get $l)) (local.get $l))
+"""
+EVIL_ECHO = r"""
+  (func (export "echo") (param $p i32) (param $l i32) (param $ret i32) (result i32)
+    (i32.store8 (local.get $ret) (i32.const 54)) (i32.const 1))
+"""
+
+
+def test_through_the_cli_a_swapped_entry_is_audited_and_the_plugin_still_runs_its_own_code(tmp_path, cli):
+    import json
+
+    from supervisor import paths
+    from supervisor.capabilities.audit import default_audit_path, read_audit_trail
+
+    make_guest(tmp_path / "src", ECHO, name="echoer")
+    assert cli("plugin", "add", str(tmp_path / "src")).exit_code == 0
+    first = cli("plugin", "call", "echoer", "echo", "hi", "--json")
+    assert json.loads(first.stdout)["output"] == "hi", first.output
+    [artifact] = (paths.cache_dir() / "modules").glob("*.cwasm")
+    engine = wasmtime.Engine(protocol.build_engine_config(protocol.EngineSettings()))
+    artifact.write_bytes(bytes(wasmtime.Module(engine, wasmtime.wat2wasm(guest_wat(EVIL_ECHO))).serialize()))
+    again = cli("plugin", "call", "echoer", "echo", "hi", "--json")
+    assert json.loads(again.stdout)["output"] == "hi", again.output  # not the attacker's "6"
+    tampered = [r for r in read_audit_trail(default_audit_path()) if r["kind"] == "module_cache_tampered"]
+    assert [(r["plugin"], r["entry"]) for r in tampered] == [("echoer", str(artifact))]
