@@ -25,6 +25,15 @@ def _field(default: float, doc: str):
 
 @attrs.frozen
 class Limits:
+    # one export call (docs/limits.md)
+    call_timeout_s: float = _field(
+        120.0, "wall deadline of one export call, covering guest CPU and every host call it waits on")
+    call_cpu_ms: int = _field(30_000, "guest CPU time of one export call (epoch interruption)")
+    call_max_arg_bytes: int = _field(
+        4 * MIB, "largest string argument (a chat message, tool arguments) accepted before any worker sees it")
+    memory_limit_bytes: int = _field(
+        256 * MIB, "guest linear memory cap; also the engine's memory reservation, so growth never copies")
+
     # storage
     storage_quota_bytes: int = _field(10 * MIB, "total bytes of all keys and values (UTF-8) a plugin may store")
     storage_max_key_bytes: int = _field(1 * KIB, "longest storage key, in UTF-8 bytes")
@@ -49,6 +58,8 @@ class Limits:
     ws_recv_max_bytes: int = _field(65536, "cap on recv's max_bytes argument (tark caps it at 65536)")
     ws_max_frame_bytes: int = _field(1 * MIB, "largest incoming message kept by the client; larger ones close")
     ws_max_recv_timeout_s: float = _field(60.0, "cap on the guest-chosen recv timeout")
+    ws_max_queued_messages: int = _field(
+        2, "received messages buffered per connection; then the server is throttled (TCP backpressure)")
 
     # logging
     log_lines_per_second: float = _field(50.0, "sustained rate of plugin log lines")

@@ -135,15 +135,18 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
 
 
 class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    """Serves `Request`s with `handler`, one thread per connection (calls to different plugins run in parallel)."""
+    """Serves `Request`s with `handler`, one thread per connection (calls to different plugins run in parallel).
+    The handler also gets the connection's fd: it turns readable when the client goes away (Ctrl-C), which
+    cancels the call it made (docs/limits.md). Connection threads do not hold up the daemon's exit: the pool
+    ends their calls when it closes."""
 
-    daemon_threads = False
-    block_on_close = True
+    daemon_threads = True
+    block_on_close = False
 
     def __init__(
         self,
         path: Path,
-        handler: Callable[[Request], Reply],
+        handler: Callable[[Request, int], Reply],
         *,
         token: bytes,
         refuse_peer: Callable[[int], str | None] = lambda pid: None,
@@ -195,7 +198,7 @@ class _Connection(socketserver.BaseRequestHandler):
                 except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                     reply = Reply(ok=False, error=f"invalid control request: {exc}")
                 else:
-                    reply = server.handle_request_fn(request)
+                    reply = server.handle_request_fn(request, sock.fileno())
                 _send(sock, msgspec.msgpack.encode(reply))
         except OSError:
             return

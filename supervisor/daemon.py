@@ -36,13 +36,14 @@ USER_ERRORS = (CallRefused, RegistryError, PolicyError, PluginLoadError, ModuleC
                CredentialsError)
 
 
-PLUGIN_OPERATIONS: dict[str, Callable[[Supervisor, Request], Reply]] = {
-    "call": lambda s, r: Reply(ok=True, result=attrs.asdict(
-        s.call(r.plugin, r.export, r.args, timeout_s=r.timeout_s, instance=r.instance))),
-    "exports": lambda s, r: Reply(ok=True, exports=s.exports(r.plugin)),
-    "end_instance": lambda s, r: (s.end_instance(r.plugin, r.instance), Reply(ok=True))[1],
-    "reset": lambda s, r: (s.reset(r.plugin), Reply(ok=True))[1],
-    "stop_worker": lambda s, r: (s.stop_worker(r.plugin), Reply(ok=True))[1],
+# Each gets the supervisor, the request and the client connection's fd (readable once the client went away).
+PLUGIN_OPERATIONS: dict[str, Callable[[Supervisor, Request, int], Reply]] = {
+    "call": lambda s, r, fd: Reply(ok=True, result=attrs.asdict(
+        s.call(r.plugin, r.export, r.args, timeout_s=r.timeout_s, instance=r.instance, cancel_fd=fd))),
+    "exports": lambda s, r, _fd: Reply(ok=True, exports=s.exports(r.plugin)),
+    "end_instance": lambda s, r, _fd: (s.end_instance(r.plugin, r.instance), Reply(ok=True))[1],
+    "reset": lambda s, r, _fd: (s.reset(r.plugin), Reply(ok=True))[1],
+    "stop_worker": lambda s, r, _fd: (s.stop_worker(r.plugin), Reply(ok=True))[1],
 }
 
 
@@ -58,7 +59,7 @@ def serve(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0,
     with Supervisor(runtime_dir=runtime_dir, idle_timeout_s=idle_timeout_s) as supervisor, \
             ChannelService(supervisor, supervisor.registry, webhook) as channels:
 
-        def handle(request: Request) -> Reply:
+        def handle(request: Request, connection_fd: int) -> Reply:
             if request.op == "ping":
                 return Reply(ok=True, pid=os.getpid())
             if request.op == "status":
@@ -73,7 +74,7 @@ def serve(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0,
             try:
                 if channel_operation is not None:
                     return channel_operation(channels, request)
-                return operation(supervisor, request)
+                return operation(supervisor, request, connection_fd)
             except USER_ERRORS as exc:
                 return Reply(ok=False, refused=True, error=str(exc))
             except Exception as exc:  # noqa: BLE001 - the daemon answers, it does not die

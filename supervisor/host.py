@@ -10,11 +10,12 @@ config derived from manifest + limits, its per-plugin state, its host implementa
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import threading
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Awaitable, Callable, Mapping
 
 from policy.limits import Limits
 from supervisor import paths
@@ -26,6 +27,7 @@ from supervisor.capabilities.log import LogCapability, LogConfig, RateLimitedLog
 from supervisor.capabilities.outcome import FAILED, Outcome
 from supervisor.capabilities.storage import StorageCapability, StorageConfig
 from supervisor.capabilities.ws import WsCapability, WsConfig
+from supervisor.hostio import IoLoop
 from supervisor.plugin import InstalledPlugin
 from supervisor.secrets import SecretReader
 from worker import protocol
@@ -59,32 +61,57 @@ class PluginHost:
         self.log = LogCapability(LogConfig.derive(plugin.name, limits), plugin_logger)
         self._plugin_log = plugin_log
         self._closed = threading.Event()
+        self._io = IoLoop(f"host-io-{plugin.name}")
+        # Quick host calls, answered inline on the calling thread (the host-call round trip stays short).
         self._handlers: dict[type, Callable[..., Outcome]] = {
             protocol.StorageGet: lambda r: self.storage.get(r.key),
             protocol.StorageSet: lambda r: self.storage.set(r.key, r.value),
             protocol.StorageDelete: lambda r: self.storage.delete(r.key),
+            protocol.EnvGet: lambda r: self.env.get(r.name),
+            protocol.FsRead: lambda r: self.fs.read(r.path),
+        }
+        # Host calls that wait on the network: coroutines on self._io, cancellable by the call's owner.
+        self._waiting_handlers: dict[type, Callable[..., Awaitable[Outcome]]] = {
             protocol.HttpGet: lambda r: self.http.get(r.url, r.headers),
             protocol.HttpPost: lambda r: self.http.post(r.url, r.body, r.headers),
             protocol.WsConnect: lambda r: self.ws.connect(r.url, r.headers),
             protocol.WsSend: lambda r: self.ws.send(r.handle, r.data),
             protocol.WsRecv: lambda r: self.ws.recv(r.handle, r.timeout_ms, r.max_bytes),
             protocol.WsClose: lambda r: self.ws.close(r.handle),
-            protocol.EnvGet: lambda r: self.env.get(r.name),
-            protocol.FsRead: lambda r: self.fs.read(r.path),
         }
 
     @property
     def name(self) -> str:
         return self.plugin.name
 
+    def begin(self, request: protocol.HostRequest) -> concurrent.futures.Future[protocol.HostReply] | None:
+        """Start a host call that waits on the network and return its future (cancel it to abort the work), or
+        None for a quick one, which `handle` answers inline."""
+        handler = self._waiting_handlers.get(type(request))
+        if handler is None or self._closed.is_set():
+            return None
+        return self._io.submit(self._answer_waiting(request, handler))
+
+    async def _answer_waiting(self, request: protocol.HostRequest,
+                              handler: Callable[..., Awaitable[Outcome]]) -> protocol.HostReply:
+        try:
+            outcome = await handler(request)
+        except Exception:  # noqa: BLE001 - as in handle: the guest gets -1
+            _log.exception("plugin %s: internal error handling %s", self.name, type(request).__name__)
+            outcome = Outcome(FAILED)
+        return protocol.HostReply(host_call_id=request.host_call_id, code=outcome.code, data=outcome.data)
+
     def handle(self, request: protocol.HostRequest) -> protocol.HostReply:
         call_id = getattr(request, "host_call_id", 0)
+        if self._closed.is_set():
+            _log.warning("plugin %s: host call %s after close", self.name, type(request).__name__)
+            return protocol.HostReply(host_call_id=call_id, code=FAILED)
+        waiting = self.begin(request)
+        if waiting is not None:
+            return waiting.result()
         handler = self._handlers.get(type(request))
         if handler is None:
             _log.error("plugin %s: %s is not a host request", self.name, type(request).__name__)
-            return protocol.HostReply(host_call_id=call_id, code=FAILED)
-        if self._closed.is_set():
-            _log.warning("plugin %s: host call %s after close", self.name, type(request).__name__)
             return protocol.HostReply(host_call_id=call_id, code=FAILED)
         try:
             outcome = handler(request)
@@ -107,8 +134,8 @@ class PluginHost:
         if self._closed.is_set():
             return
         self._closed.set()
-        for part in (self.ws.close_all, self.http.close, self.storage.close, self.log.close, self.audit.close,
-                     self._plugin_log.close):
+        self._io.close(self.ws.close_all, self.http.aclose)
+        for part in (self.storage.close, self.log.close, self.audit.close, self._plugin_log.close):
             try:
                 part()
             except Exception:  # noqa: BLE001 - close the rest anyway

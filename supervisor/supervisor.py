@@ -88,7 +88,7 @@ class Supervisor:
                 for export, (params, results) in self.modules.exports(plugin.wasm_path, name).items()}
 
     def call(self, name: str, export: str, args: list[str], *, timeout_s: float | None = None,
-             instance: str = "fresh") -> CallResult:
+             instance: str = "fresh", cancel_fd: int | None = None) -> CallResult:
         """Call `export` with string arguments. `instance` "fresh" = a new instance for this call (tark's rule);
         another name = a long-lived instance kept until `end_instance` (a channel's poll loop)."""
         plugin = self._plugin(name)
@@ -105,7 +105,8 @@ class Supervisor:
                 f"export '{export}' takes {shape.string_args} string argument(s), {len(args)} given"
             )
         outcome: CallOutcome = self.pool.call(
-            plugin, export, [a.encode() for a in args], shape.result_capacity, timeout_s=timeout_s, instance=instance
+            plugin, export, [a.encode() for a in args], shape.result_capacity, timeout_s=timeout_s, instance=instance,
+            cancel_fd=cancel_fd,
         )
         return _result(name, export, outcome)
 

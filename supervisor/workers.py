@@ -1,8 +1,11 @@
 """Worker processes (one per plugin) and the supervisor's side of an export call.
 
 A call is driven by the calling thread, one call at a time per worker: send Invoke, then poll the worker's socket
-and its process sentinel together, answer each host request inline through the plugin's HostHandler, and finish on
-InvokeResult. The worker is untrusted: a message that fails decoding, a result for another call or a result that
+and its process sentinel together, answer each host request through the plugin's HostHandler, and finish on
+InvokeResult. Each call has one wall deadline covering the worker's start, guest CPU and every host call it waits
+on (docs/limits.md): quick host calls are answered inline, host calls that wait on the network are started with
+`HostHandler.begin` and their future is polled next to the worker, so the deadline, the caller's cancel fd (a
+dropped control connection) or the pool closing cancels the host work at once and replaces the worker. The worker is untrusted: a message that fails decoding, a result for another call or a result that
 breaks the rules the supervisor set (buffer capacity) gets the worker killed. A dead worker fails its call at once
 (sentinel) and is replaced on the next call, after the backoff of the pool's RestartPolicy; too many crashes in its
 period park the plugin (calls fail at once) until `reset(name)`.
@@ -10,6 +13,7 @@ period park the plugin (calls fail at once) until `reset(name)`.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hmac
 import logging
 import os
@@ -50,6 +54,7 @@ _SPEC_DEFAULTS = dict(
 WORKER_DIED = "worker_died"
 TIMEOUT = "timeout"
 INVALID_MESSAGE = "invalid_message"
+CANCELLED = "cancelled"
 START_FAILED = "start_failed"
 PARKED = "parked"
 RESTARTING = "restarting"
@@ -65,6 +70,9 @@ def log_security_event(plugin: str, kind: str, fields: dict[str, Any]) -> None:
 
 class HostHandler(Protocol):
     def handle(self, request: protocol.HostRequest) -> protocol.HostReply: ...
+
+    # Optional: start a host call that waits (network) and return its future, or None to have `handle` answer.
+    # def begin(self, request: protocol.HostRequest) -> concurrent.futures.Future[protocol.HostReply] | None: ...
 
     def on_log(self, message: protocol.Log | protocol.GuestOutput) -> None: ...
 
@@ -128,12 +136,12 @@ class _Fail(Exception):
     """Ends a call with an error outcome; `kill` = the worker can no longer be trusted or used; `crash` = a worker
     ended abnormally (counts against the restart policy; a kill always does)."""
 
-    def __init__(self, kind: str, message: str, *, kill: bool, crash: bool = False) -> None:
+    def __init__(self, kind: str, message: str, *, kill: bool, crash: bool | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.kill = kill
-        self.crash = crash or kill
+        self.crash = kill if crash is None else crash
 
 
 @attrs.define
@@ -149,7 +157,8 @@ class _Worker:
     peer: bytes | None = None  # the routing id of the connection that presented the token, pinned
     strangers: set[tuple[bytes, str]] = attrs.field(factory=set)  # (connection, message type) already audited
 
-    poller: zmq.Poller | None = None  # the socket and the process sentinel, built once per worker
+    poller: zmq.Poller | None = None  # socket, process sentinel, wake fd and pool interrupt fd, built once
+    wake: _Wake | None = None  # a finished waiting host call signals it
 
     def send(self, message: protocol.ToWorker) -> None:
         assert self.peer is not None
@@ -207,6 +216,7 @@ class WorkerPool:
         self._warned: set[str] = set()  # sandbox warnings already logged
         self._pids: set[int] = set()  # every worker process started and not yet reaped (see process_ids)
         self._closed = threading.Event()
+        self._interrupt_fd = os.eventfd(0, os.EFD_CLOEXEC)  # readable once the pool closes: calls end at once
         self._reaper = threading.Thread(target=self._reap_idle, name="worker-idle-reaper", daemon=True)
         self._reaper.start()
 
@@ -221,17 +231,23 @@ class WorkerPool:
         *,
         instance: str = "fresh",
         timeout_s: float | None = None,
+        cancel_fd: int | None = None,
     ) -> CallOutcome:
+        """Run one export call. `timeout_s` is its wall deadline (default: the pool's); `cancel_fd` an fd that
+        becomes readable when the caller gives up (a control connection's socket): the call then ends at once."""
         if self._closed.is_set():
             raise RuntimeError("the worker pool is closed")
         started = time.monotonic()
+        call = _Call(plugin.name, export, timeout_s or self._call_timeout_s, started, cancel_fd)
         slot = self._slot(plugin.name)
-        with slot.lock:
+        if not slot.lock.acquire(timeout=max(0.0, call.deadline - time.monotonic())):
+            return CallOutcome(None, None, TIMEOUT, call.busy_message(), None, _since(started))
+        try:
             slot.last_used = time.monotonic()
             slot.calls += 1
             worker: _Worker | None = None
             try:
-                worker = self._ensure_worker(slot, plugin, timeout_s or self._call_timeout_s)
+                worker = self._ensure_worker(slot, plugin, call)
                 self._expect_quiet(worker)
                 invoke = protocol.Invoke(
                     call_id=self._next_call_id(),
@@ -240,7 +256,7 @@ class WorkerPool:
                     result_capacity=result_capacity,
                     instance=instance,
                 )
-                result = self._drive(worker, invoke, timeout_s or self._call_timeout_s)
+                result = self._drive(worker, invoke, call)
             except _Fail as failure:
                 if failure.kind == INVALID_MESSAGE and worker is not None:
                     _audit_event(worker.host, "forged_message", failure.message)
@@ -250,6 +266,12 @@ class WorkerPool:
                 if failure.crash:
                     self._record_crash(slot, failure.message)
                 return CallOutcome(None, None, failure.kind, failure.message, worker and worker.pid, _since(started))
+            except BaseException:
+                # Ctrl-C (KeyboardInterrupt) mid-call: the worker may be running the call; end it and remove its
+                # endpoint so nothing is left behind, and the next call starts a fresh one.
+                if slot.worker is not None:
+                    self._discard(slot)
+                raise
             finally:
                 slot.last_used = time.monotonic()
             if result.error is not None:
@@ -258,6 +280,8 @@ class WorkerPool:
                     result.ret, result.output, result.error.kind, result.error.message, worker.pid, _since(started)
                 )
             return CallOutcome(result.ret, result.output, None, None, worker.pid, _since(started))
+        finally:
+            slot.lock.release()
 
     def end_instance(self, name: str, instance: str) -> None:
         slot = self._slot(name)
@@ -304,8 +328,18 @@ class WorkerPool:
             )
         return statuses
 
+    def interrupt(self) -> None:
+        """End every call in flight at once (the supervisor is stopping); later calls are refused."""
+        with self._slots_lock:
+            self._closed.set()
+            if self._interrupt_fd >= 0:
+                os.eventfd_write(self._interrupt_fd, 1)
+
     def close(self) -> None:
-        self._closed.set()
+        """Interrupt the calls in flight, stop every worker, release the sockets. Idempotent."""
+        if self._interrupt_fd < 0:
+            return
+        self.interrupt()
         self._reaper.join()
         with self._slots_lock:
             slots = list(self._slots.values())
@@ -313,7 +347,10 @@ class WorkerPool:
             with slot.lock:
                 self._stop_worker(slot)
         self._fork_server.close()
-        self._context.term()
+        self._context.destroy(linger=0)  # every socket is closed by now; linger 0 so term never waits
+        with self._slots_lock:
+            os.close(self._interrupt_fd)
+            self._interrupt_fd = -1
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -323,34 +360,60 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ one call
 
-    def _drive(self, worker: _Worker, invoke: protocol.Invoke, timeout_s: float) -> protocol.InvokeResult:
-        deadline = time.monotonic() + timeout_s
+    def _drive(self, worker: _Worker, invoke: protocol.Invoke, call: _Call) -> protocol.InvokeResult:
+        poller = self._poller(worker)
+        if call.cancel_fd is not None:
+            poller.register(call.cancel_fd, zmq.POLLIN)
+        pending: _Pending | None = None
+        try:
+            self._send(worker, invoke, invoke)
+            while True:
+                remaining = call.deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _Fail(TIMEOUT, call.timeout_message(pending), kill=True, crash=False)
+                events = dict(poller.poll(remaining * 1000))
+                if not events:
+                    continue
+                if worker.socket in events:
+                    message = self._receive(worker)
+                    if message is None:
+                        continue
+                    if isinstance(message, protocol.InvokeResult):
+                        if pending is not None:
+                            self._invalid(worker, f"a result while its {pending.what} host call was pending")
+                        self._check_result(worker, invoke, message)
+                        return message
+                    if pending is not None and not isinstance(message, (protocol.Log, protocol.GuestOutput)):
+                        self._invalid(worker, f"a host request while its {pending.what} host call was pending")
+                    pending = self._serve(worker, invoke, message)
+                if worker.wake.fd in events:
+                    worker.wake.drain()
+                    if pending is not None and pending.future.done():
+                        reply, pending = pending.reply(), None
+                        self._send(worker, invoke, reply)
+                if worker.process.sentinel in events:
+                    raise _Fail(WORKER_DIED, self._death_message(worker, f"during '{invoke.export}'"), kill=True)
+                if self._interrupt_fd in events:
+                    raise _Fail(CANCELLED, call.cancelled_message("the supervisor is stopping"), kill=True,
+                                crash=False)
+                if call.cancel_fd is not None and call.cancel_fd in events:
+                    raise _Fail(CANCELLED, call.cancelled_message("its caller went away"), kill=True, crash=False)
+        finally:
+            if pending is not None:
+                pending.future.cancel()  # cancels the host work itself (the request, the recv)
+            if call.cancel_fd is not None:
+                poller.unregister(call.cancel_fd)
+
+    def _poller(self, worker: _Worker) -> zmq.Poller:
         poller = worker.poller
         if poller is None:
+            worker.wake = _Wake()
             poller = worker.poller = zmq.Poller()
             poller.register(worker.socket, zmq.POLLIN)
             poller.register(worker.process.sentinel, zmq.POLLIN)
-        self._send(worker, invoke, invoke)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _Fail(
-                    TIMEOUT,
-                    f"plugin '{worker.plugin.name}' did not finish '{invoke.export}' within {timeout_s:g} s;"
-                    " its worker was stopped",
-                    kill=True,
-                )
-            events = dict(poller.poll(remaining * 1000))
-            if worker.socket in events:
-                message = self._receive(worker)
-                if message is None:
-                    continue
-                if isinstance(message, protocol.InvokeResult):
-                    self._check_result(worker, invoke, message)
-                    return message
-                self._serve(worker, invoke, message)
-            elif worker.process.sentinel in events:
-                raise _Fail(WORKER_DIED, self._death_message(worker, f"during '{invoke.export}'"), kill=True)
+            poller.register(worker.wake.fd, zmq.POLLIN)
+            poller.register(self._interrupt_fd, zmq.POLLIN)
+        return poller
 
     def _receive(self, worker: _Worker) -> protocol.FromWorker | None:
         peer, frame = _recv_message(worker.socket)
@@ -388,15 +451,22 @@ class WorkerPool:
         self._security_events(worker.plugin.name, "forged_worker_message",
                               {"endpoint": str(worker.endpoint_path), "when": when, "message": what})
 
-    def _serve(self, worker: _Worker, invoke: protocol.Invoke, message: protocol.FromWorker) -> None:
+    def _serve(self, worker: _Worker, invoke: protocol.Invoke, message: protocol.FromWorker) -> _Pending | None:
+        """Answer a quick host request now, or start a waiting one and return it (answered when it is done)."""
         if isinstance(message, (protocol.Log, protocol.GuestOutput)):
             try:
                 worker.host.on_log(message)
             except Exception:
                 pass
-            return
+            return None
         if isinstance(message, (protocol.Ready, protocol.StartFailed)):
             self._invalid(worker, f"unexpected {type(message).__name__} during '{invoke.export}'")
+        begin = getattr(worker.host, "begin", None)
+        future = begin(message) if begin is not None else None
+        if future is not None:
+            wake = worker.wake
+            future.add_done_callback(lambda _f: wake.signal())
+            return _Pending(future, message)
         try:
             reply = worker.host.handle(message)
         except Exception:  # HostHandler.handle must not raise; if it does, the guest sees a failure code
@@ -404,6 +474,7 @@ class WorkerPool:
         if reply.host_call_id != message.host_call_id:
             reply = protocol.HostReply(host_call_id=message.host_call_id, code=reply.code, data=reply.data)
         self._send(worker, invoke, reply)
+        return None
 
     def _send(self, worker: _Worker, invoke: protocol.Invoke, message: protocol.ToWorker) -> None:
         try:
@@ -449,7 +520,7 @@ class WorkerPool:
             self._call_ids += 1
             return self._call_ids
 
-    def _ensure_worker(self, slot: _Slot, plugin: InstalledPlugin, timeout_s: float) -> _Worker:
+    def _ensure_worker(self, slot: _Slot, plugin: InstalledPlugin, call: _Call) -> _Worker:
         worker = slot.worker
         if worker is not None and not worker.process.is_alive():
             message = self._death_message(worker, "while idle")
@@ -461,10 +532,10 @@ class WorkerPool:
             self._stop_worker(slot)
             worker = None
         if worker is None:
-            self._await_restart(slot, timeout_s)
+            self._await_restart(slot, call)
             if slot.crashed:
                 slot.restarts += 1
-            worker = self._start(plugin)
+            worker = self._start(plugin, call)
             slot.worker = worker
             slot.crashed = False
         return worker
@@ -482,24 +553,24 @@ class WorkerPool:
             )
             slot.last_error = slot.parked
 
-    def _await_restart(self, slot: _Slot, timeout_s: float) -> None:
+    def _await_restart(self, slot: _Slot, call: _Call) -> None:
         """Apply the restart policy before a start: fail if parked, wait out the backoff after a crash."""
         if slot.parked is not None:
             raise _Fail(PARKED, slot.parked, kill=False)
         decision = decide(self._restart, slot.crash_times, time.monotonic())
         if not isinstance(decision, StartAfter):
             return
-        if decision.delay_s > timeout_s:
+        if time.monotonic() + decision.delay_s > call.deadline:
             raise _Fail(
                 RESTARTING,
                 f"plugin '{slot.name}' is restarting after a crash; its next start is in {decision.delay_s:.1f} s,"
-                f" after this call's {timeout_s:g} s timeout; try again then",
+                f" after this call's {call.timeout_s:g} s deadline; try again then",
                 kill=False,
             )
         if self._closed.wait(decision.delay_s):
             raise _Fail(START_FAILED, "the worker pool is closed", kill=False)
 
-    def _start(self, plugin: InstalledPlugin) -> _Worker:
+    def _start(self, plugin: InstalledPlugin, call: _Call) -> _Worker:
         try:
             self._fork_server.launch()  # a first start: it imports wasmtime while we compile or read the module
         except OSError as exc:
@@ -530,38 +601,52 @@ class WorkerPool:
             process = self._fork_server.start(self._worker_entry, protocol.encode(spec), module.fd)
             with self._slots_lock:
                 self._pids.add(process.pid)
-        except Exception as exc:  # forkserver.ForkServerError, OSError
+        except BaseException as exc:  # forkserver.ForkServerError, OSError; Ctrl-C
             socket.close(linger=0)
             endpoint_path.unlink(missing_ok=True)
+            if not isinstance(exc, Exception):
+                raise  # Ctrl-C while starting: nothing left behind
             raise _Fail(START_FAILED, f"could not start a worker for plugin '{plugin.name}': {exc}", kill=False) from None
         worker = _Worker(process, socket, endpoint_path, _NoHost(), plugin)
         try:
-            self._await_ready(worker, token)
+            self._await_ready(worker, token, call)
             worker.host = self._host_factory(plugin)
         except _Fail:
             self._terminate(worker)
             raise
-        except Exception as exc:
+        except BaseException as exc:
             self._terminate(worker)
+            if not isinstance(exc, Exception):
+                raise  # Ctrl-C while the worker starts: nothing left behind
             raise _Fail(START_FAILED, f"could not set up the host for plugin '{plugin.name}': {exc}", kill=False) from None
         return worker
 
-    def _await_ready(self, worker: _Worker, token: bytes) -> None:
+    def _await_ready(self, worker: _Worker, token: bytes, call: _Call) -> None:
         """Wait for the worker's Ready (or StartFailed) carrying its token; pin the connection it came on and remove
         the endpoint's path so nobody else can connect. Anything else is a stranger's: ignored and audited."""
         name = worker.plugin.name
-        deadline = time.monotonic() + self._start_timeout_s
+        start_deadline = time.monotonic() + self._start_timeout_s
+        deadline = min(start_deadline, call.deadline)
         poller = zmq.Poller()
         poller.register(worker.socket, zmq.POLLIN)
         poller.register(worker.process.sentinel, zmq.POLLIN)
+        poller.register(self._interrupt_fd, zmq.POLLIN)
+        if call.cancel_fd is not None:
+            poller.register(call.cancel_fd, zmq.POLLIN)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                if call.deadline < start_deadline:
+                    raise _Fail(TIMEOUT, call.timeout_message(None, starting=True), kill=False, crash=False)
                 raise _Fail(
                     START_FAILED, f"worker for plugin '{name}' did not start within {self._start_timeout_s:g} s",
                     kill=False, crash=True,
                 )
             events = dict(poller.poll(remaining * 1000))
+            if self._interrupt_fd in events:
+                raise _Fail(CANCELLED, call.cancelled_message("the supervisor is stopping"), kill=False, crash=False)
+            if call.cancel_fd is not None and call.cancel_fd in events:
+                raise _Fail(CANCELLED, call.cancelled_message("its caller went away"), kill=False, crash=False)
             if worker.socket in events:
                 peer, frame = _recv_message(worker.socket)
                 message = _decode_or_none(frame)
@@ -614,6 +699,8 @@ class WorkerPool:
         worker.process.close()
         worker.socket.close(linger=0)
         worker.endpoint_path.unlink(missing_ok=True)
+        if worker.wake is not None:
+            worker.wake.close()
         try:
             worker.host.close()
         except Exception:
@@ -662,6 +749,85 @@ class WorkerPool:
             self._discard(slot)
             slot.last_error = failure.message
             self._record_crash(slot, failure.message)
+
+
+@attrs.frozen
+class _Call:
+    """One export call's deadline and cancel fd, and the messages that name them."""
+
+    plugin: str
+    export: str
+    timeout_s: float
+    started: float
+    cancel_fd: int | None
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.timeout_s
+
+    def timeout_message(self, pending: _Pending | None, *, starting: bool = False) -> str:
+        where = ""
+        if pending is not None:
+            where = f" (it was waiting for its {pending.what} host call, which was cancelled)"
+        elif starting:
+            where = " (its worker was still starting)"
+        return (f"plugin '{self.plugin}' did not finish '{self.export}' within {self.timeout_s:g} s, the call's"
+                f" deadline{where}; its worker was stopped")
+
+    def cancelled_message(self, why: str) -> str:
+        return f"call to '{self.export}' of plugin '{self.plugin}' was cancelled: {why}"
+
+    def busy_message(self) -> str:
+        return (f"plugin '{self.plugin}' did not start '{self.export}' within {self.timeout_s:g} s, the call's"
+                " deadline: its previous call was still running")
+
+
+@attrs.define
+class _Pending:
+    """A host call that waits (http, ws) running on the plugin host's event loop."""
+
+    future: concurrent.futures.Future
+    request: protocol.HostRequest
+
+    @property
+    def what(self) -> str:
+        return f"tark:{type(self.request).__struct_config__.tag}"
+
+    def reply(self) -> protocol.HostReply:
+        try:
+            reply = self.future.result(0)
+        except BaseException:  # noqa: BLE001 - the host work failed or was cancelled: the guest gets -1
+            return protocol.HostReply(host_call_id=self.request.host_call_id, code=-1)
+        if reply.host_call_id != self.request.host_call_id:
+            reply = protocol.HostReply(host_call_id=self.request.host_call_id, code=reply.code, data=reply.data)
+        return reply
+
+
+class _Wake:
+    """An eventfd a host call's done callback signals (from the event loop thread); safe against a late signal
+    after the worker is gone (the fd number could be reused)."""
+
+    def __init__(self) -> None:
+        self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def signal(self) -> None:
+        with self._lock:
+            if not self._closed:
+                os.eventfd_write(self.fd, 1)
+
+    def drain(self) -> None:
+        try:
+            os.eventfd_read(self.fd)
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self.fd)
 
 
 class _NoHost:

@@ -8,10 +8,11 @@ from the environment; credentials are dropped on cross-origin redirects.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import re
-import threading
 import time
 from typing import Any
 
@@ -22,7 +23,7 @@ from policy.capabilities import HttpAccess, check
 from policy.limits import Limits
 from policy.manifest import Capabilities
 from supervisor.capabilities.audit import AuditLog
-from supervisor.capabilities.netguard import checked_transport, literal_hosts
+from supervisor.capabilities.netguard import checked_async_transport, literal_hosts
 from supervisor.capabilities.outcome import DENIED, Outcome, tark_json
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -93,42 +94,42 @@ class HttpConfig:
 
 
 class HttpCapability:
-    """Host implementation of tark:http for one plugin: one pooled client, a concurrency cap."""
+    """Host implementation of tark:http for one plugin: one pooled async client, a concurrency cap.
+
+    `get`/`post` are coroutines run on the plugin host's IoLoop, so the call that waits for one can cancel it
+    (its deadline passed, Ctrl-C): cancelling closes the connection in flight (docs/limits.md)."""
 
     def __init__(self, config: HttpConfig, audit: AuditLog, log: logging.Logger) -> None:
         self.config = config
         self._audit = audit
         self._log = log
-        self._slots = threading.BoundedSemaphore(config.max_concurrent)
-        self._client_lock = threading.Lock()
-        self._client: httpx.Client | None = None  # made on first use: building one costs ~30 ms (TLS context)
+        self._slots: asyncio.Semaphore | None = None  # made on the loop
+        self._client: httpx.AsyncClient | None = None  # made on first use: building one costs ~30 ms (TLS context)
 
-    def _pooled_client(self) -> httpx.Client:
-        with self._client_lock:
-            if self._client is None:
-                client = httpx.Client(
-                    transport=checked_transport(self.config.literal_hosts, self.config.max_concurrent),
-                    trust_env=False,
-                    follow_redirects=False,
-                )
-                # tark sends no User-Agent and asks for no compression (reqwest defaults); keep `Accept: */*`.
-                for name in ("user-agent", "accept-encoding"):
-                    client.headers.pop(name, None)
-                self._client = client
-            return self._client
+    def _pooled_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            client = httpx.AsyncClient(
+                transport=checked_async_transport(self.config.literal_hosts, self.config.max_concurrent),
+                trust_env=False,
+                follow_redirects=False,
+            )
+            # tark sends no User-Agent and asks for no compression (reqwest defaults); keep `Accept: */*`.
+            for name in ("user-agent", "accept-encoding"):
+                client.headers.pop(name, None)
+            self._client = client
+        return self._client
 
-    def get(self, url: str, headers: str) -> Outcome:
-        return self._request("GET", url, None, headers)
+    async def get(self, url: str, headers: str) -> Outcome:
+        return await self._request("GET", url, None, headers)
 
-    def post(self, url: str, body: str, headers: str) -> Outcome:
-        return self._request("POST", url, body.encode("utf-8"), headers)
+    async def post(self, url: str, body: str, headers: str) -> Outcome:
+        return await self._request("POST", url, body.encode("utf-8"), headers)
 
-    def close(self) -> None:
-        with self._client_lock:
-            if self._client is not None:
-                self._client.close()
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
 
-    def _request(self, method: str, url: str, body: bytes | None, headers: str) -> Outcome:
+    async def _request(self, method: str, url: str, body: bytes | None, headers: str) -> Outcome:
         decision = check(self.config.caps, HttpAccess(url))
         if not decision.allowed:
             self._audit.denied("http", url, decision.reason)
@@ -139,10 +140,14 @@ class HttpCapability:
             validate_header_pairs(pairs)
         except InvalidHeader as exc:
             return self._answer({"error": str(exc)})
-        if not self._slots.acquire(timeout=self.config.total_timeout_s):
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.config.max_concurrent)
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.config.total_timeout_s)
+        except asyncio.TimeoutError:
             return self._answer({"error": f"too many concurrent http requests (limit {self.config.max_concurrent})"})
         try:
-            result = self._fetch(method, url, body, pairs)
+            result = await self._fetch(method, url, body, pairs)
         finally:
             self._slots.release()
         return self._answer(result)
@@ -154,7 +159,8 @@ class HttpCapability:
                                        f"{self.config.max_result_bytes}-byte result limit"})
         return Outcome.written(data)
 
-    def _fetch(self, method: str, url: str, body: bytes | None, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    async def _fetch(self, method: str, url: str, body: bytes | None,
+                     pairs: list[tuple[str, str]]) -> dict[str, Any]:
         deadline = time.monotonic() + self.config.total_timeout_s
         for _hop in range(self.config.max_redirects + 1):
             remaining = deadline - time.monotonic()
@@ -164,19 +170,19 @@ class HttpCapability:
             try:
                 client = self._pooled_client()
                 request = client.build_request(method, url, headers=pairs, content=body, timeout=timeout)
-                response = client.send(request, stream=True)
+                response = await client.send(request, stream=True)
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 return {"error": f"request to {url} failed: {_describe(exc)}"}
             try:
                 location = response.headers.get("location")
                 if response.status_code not in _REDIRECT_CODES or location is None:
-                    return self._read(response, deadline)
+                    return await self._read(response, deadline)
                 try:
                     next_url = str(response.url.join(location).copy_with(fragment=None))
                 except (httpx.InvalidURL, ValueError) as exc:
                     return {"error": f"invalid redirect location {location[:200]!r}: {exc}"}
             finally:
-                response.close()
+                await response.aclose()
             decision = check(self.config.caps, HttpAccess(next_url))
             if not decision.allowed:
                 self._audit.denied("http", next_url, f"redirect from {url}: {decision.reason}")
@@ -191,7 +197,7 @@ class HttpCapability:
             url = next_url
         return {"error": f"too many redirects (more than {self.config.max_redirects})"}
 
-    def _read(self, response: httpx.Response, deadline: float) -> dict[str, Any]:
+    async def _read(self, response: httpx.Response, deadline: float) -> dict[str, Any]:
         cap = self.config.max_body_bytes
         too_big = {"error": f"response body exceeds {cap} bytes"}
         declared = response.headers.get("content-length", "")
@@ -199,15 +205,15 @@ class HttpCapability:
             return too_big
         body = bytearray()
         try:
-            for chunk in response.iter_raw():
-                body += chunk
-                if len(body) > cap:
-                    return too_big
-                if time.monotonic() > deadline:
-                    raise httpx.ReadTimeout("total timeout reached while reading the body")
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                async for chunk in response.aiter_raw():
+                    body += chunk
+                    if len(body) > cap:
+                        return too_big
+        except (httpx.HTTPError, TimeoutError) as exc:
             # tark's shape for a failed body read: status and headers with an empty body.
-            self._log.warning("http body of %s could not be read: %s", response.url, _describe(exc))
+            self._log.warning("http body of %s could not be read: %s", response.url,
+                              _describe(exc) if isinstance(exc, httpx.HTTPError) else "total timeout reached")
             body = bytearray()
         return {
             "body": body.decode("utf-8", errors="replace"),
@@ -221,4 +227,12 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
 
 
 def _describe(exc: Exception) -> str:
-    return str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException) and not str(exc):
+        return "timed out"  # httpx's async timeouts carry no message
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:  # anyio says "All connection attempts failed"; the reason is further down
+        if isinstance(cause, OSError) and cause.errno:
+            return f"{text} ({os.strerror(cause.errno)})"
+        cause = cause.__cause__ or cause.__context__
+    return text

@@ -8,6 +8,7 @@ literally (an IP or `localhost`).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import typing
@@ -96,5 +97,72 @@ def checked_transport(literal: frozenset[str], max_connections: int) -> httpx.HT
         max_keepalive_connections=max_connections,
         keepalive_expiry=5.0,
         network_backend=_CheckedBackend(literal),
+    )
+    return transport
+
+
+async def resolve_checked_async(host: str, port: int, literal: frozenset[str]) -> list[tuple]:
+    """resolve_checked off the event loop (getaddrinfo blocks); a cancelled caller does not wait for it."""
+    return await asyncio.get_running_loop().run_in_executor(None, resolve_checked, host, port, literal)
+
+
+async def connect_checked_async(host: str, port: int, literal: frozenset[str]) -> socket.socket:
+    """connect_checked for the event loop: a non-blocking socket connected to a checked address of host:port.
+    The caller bounds the time (asyncio.timeout); cancelling closes the socket."""
+    loop = asyncio.get_running_loop()
+    error: OSError | None = None
+    for family, type_, proto, _name, sockaddr in await resolve_checked_async(host, port, literal):
+        sock = socket.socket(family, type_, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, sockaddr)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+        except BaseException:
+            sock.close()
+            raise
+    raise error or OSError(f"no address for {host}")
+
+
+class _AsyncCheckedBackend(httpcore.AsyncNetworkBackend):
+    def __init__(self, literal: frozenset[str]) -> None:
+        self._literal = literal
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                          socket_options: typing.Iterable | None = None) -> httpcore.AsyncNetworkStream:
+        try:
+            infos = await asyncio.wait_for(resolve_checked_async(host, port, self._literal), timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise httpcore.ConnectError(str(exc) or "name resolution timed out") from exc
+        error: Exception | None = None
+        for *_rest, sockaddr in infos:
+            try:
+                return await self._inner.connect_tcp(sockaddr[0], port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as exc:
+                error = exc
+        raise error or httpcore.ConnectError(f"no address for {host}")
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: typing.Iterable | None = None) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("unix sockets are not reachable from plugins")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def checked_async_transport(literal: frozenset[str], max_connections: int) -> httpx.AsyncHTTPTransport:
+    """checked_transport for httpx.AsyncClient (host calls run on an event loop so they can be cancelled)."""
+    transport = httpx.AsyncHTTPTransport(trust_env=False, retries=0)
+    # As in checked_transport: the still-empty pool is replaced by one with the checked network backend.
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=5.0,
+        network_backend=_AsyncCheckedBackend(literal),
     )
     return transport

@@ -8,16 +8,15 @@ checks as http, and connect completes (handshake included) before a handle is re
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
-import threading
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 from websockets.exceptions import ConnectionClosed, WebSocketException
-from websockets.sync.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from policy.capabilities import HttpAccess, check
 from policy.limits import Limits
@@ -25,7 +24,7 @@ from policy.manifest import Capabilities
 from policy.patterns import parse_url_target
 from supervisor.capabilities.audit import AuditLog
 from supervisor.capabilities.http import InvalidHeader, parse_header_pairs, validate_header_pairs
-from supervisor.capabilities.netguard import connect_checked, literal_hosts
+from supervisor.capabilities.netguard import connect_checked_async, literal_hosts
 from supervisor.capabilities.outcome import DENIED, Outcome, tark_json
 
 UNKNOWN_HANDLE = {"error": "Unknown websocket handle", "ok": False}
@@ -49,6 +48,7 @@ class WsConfig:
     max_frame_bytes: int
     max_recv_timeout_s: float
     max_result_bytes: int
+    max_queued_messages: int
 
     @classmethod
     def derive(cls, caps: Capabilities, limits: Limits) -> "WsConfig":
@@ -61,19 +61,23 @@ class WsConfig:
             max_frame_bytes=limits.ws_max_frame_bytes,
             max_recv_timeout_s=limits.ws_max_recv_timeout_s,
             max_result_bytes=limits.max_result_bytes,
+            max_queued_messages=limits.ws_max_queued_messages,
         )
 
 
 @attrs.define
 class _Socket:
     conn: ClientConnection
-    recv_lock: threading.Lock = attrs.field(factory=threading.Lock)
+    recv_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
     closed_reason: str | None = None
     close_reported: bool = False
 
 
 class WsCapability:
-    """Host implementation of tark:ws for one plugin."""
+    """Host implementation of tark:ws for one plugin. Its operations are coroutines run on the plugin host's
+    IoLoop, so a call's owner can cancel a connect or a recv in flight (docs/limits.md). Each connection keeps at
+    most `max_queued_messages` received messages; beyond that websockets stops reading the socket (TCP
+    backpressure), so a server pushing messages cannot grow the supervisor's memory."""
 
     def __init__(self, config: WsConfig, audit: AuditLog, log: logging.Logger) -> None:
         self.config = config
@@ -81,9 +85,8 @@ class WsCapability:
         self._log = log
         self._sockets: dict[int, _Socket] = {}
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
 
-    def connect(self, url: str, headers: str) -> Outcome:
+    async def connect(self, url: str, headers: str) -> Outcome:
         decision = check(self.config.caps, HttpAccess(url))
         if not decision.allowed:
             self._audit.denied("http", url, f"websocket: {decision.reason}")
@@ -93,10 +96,9 @@ class WsCapability:
         explicit_scheme = decision.pattern is not None and "://" in decision.pattern
         if scheme not in ("ws", "wss") or (scheme == "ws" and not explicit_scheme):
             return _json({"error": "Only wss:// URLs are allowed", "ok": False})
-        with self._lock:
-            if len(self._sockets) >= self.config.max_handles:
-                return _json({"error": f"too many open websockets (limit {self.config.max_handles}); close one",
-                              "ok": False})
+        if len(self._sockets) >= self.config.max_handles:
+            return _json({"error": f"too many open websockets (limit {self.config.max_handles}); close one",
+                          "ok": False})
         pairs = []
         for name, value in parse_header_pairs(headers):
             try:
@@ -107,84 +109,84 @@ class WsCapability:
                 pairs.append((name, value))
         target = parse_url_target(url)
         try:
-            sock = connect_checked(target.host, target.port, self.config.connect_timeout_s,
-                                   self.config.literal_hosts)
-        except OSError as exc:
-            return _json({"error": f"WebSocket connect failed: {exc}", "ok": False})
+            async with asyncio.timeout(self.config.connect_timeout_s):
+                sock = await connect_checked_async(target.host, target.port, self.config.literal_hosts)
+        except (OSError, TimeoutError) as exc:
+            return _json({"error": f"WebSocket connect failed: {exc or 'timed out'}", "ok": False})
         try:
-            # Entering the context is websockets' supported way to own a connection; leaving it closes it.
-            conn = connect(url, sock=sock, additional_headers=pairs, user_agent_header=None, proxy=None,
-                           open_timeout=self.config.connect_timeout_s, close_timeout=_CLOSE_TIMEOUT_S,
-                           max_size=self.config.max_frame_bytes).__enter__()
+            conn = await connect(url, sock=sock, additional_headers=pairs, user_agent_header=None, proxy=None,
+                                 open_timeout=self.config.connect_timeout_s, close_timeout=_CLOSE_TIMEOUT_S,
+                                 max_size=self.config.max_frame_bytes, max_queue=self.config.max_queued_messages)
         except (OSError, WebSocketException, TimeoutError) as exc:
             sock.close()
             return _json({"error": f"WebSocket connect failed: {exc}", "ok": False})
-        with self._lock:
-            handle = next(self._ids)
-            self._sockets[handle] = _Socket(conn)
+        except BaseException:
+            sock.close()
+            raise
+        handle = next(self._ids)
+        self._sockets[handle] = _Socket(conn)
         return _json({"handle": handle, "ok": True})
 
-    def send(self, handle: int, data: str) -> Outcome:
-        entry = self._entry(handle)
+    async def send(self, handle: int, data: str) -> Outcome:
+        entry = self._sockets.get(handle)
         if entry is None:
             return _json(UNKNOWN_HANDLE)
         if entry.closed_reason is not None:
             return _json(SEND_FAILED)
         try:
-            entry.conn.send(data)
+            await entry.conn.send(data)
         except (ConnectionClosed, OSError):
             return _json(SEND_FAILED)
         return _json({"ok": True})
 
-    def recv(self, handle: int, timeout_ms: int, max_bytes: int) -> Outcome:
-        entry = self._entry(handle)
+    async def recv(self, handle: int, timeout_ms: int, max_bytes: int) -> Outcome:
+        entry = self._sockets.get(handle)
         if entry is None:
             return _json(UNKNOWN_HANDLE)
         timeout = min(max(timeout_ms, 0) / 1000, self.config.max_recv_timeout_s)
         max_bytes = min(max(max_bytes, 0), self.config.recv_max_bytes)
-        with entry.recv_lock:
-            return _json(self._recv(entry, timeout, max_bytes))
+        async with entry.recv_lock:
+            return _json(await self._recv(entry, timeout, max_bytes))
 
-    def close(self, handle: int) -> Outcome:
-        with self._lock:
-            entry = self._sockets.pop(handle, None)
+    async def close(self, handle: int) -> Outcome:
+        entry = self._sockets.pop(handle, None)
         if entry is not None:
-            entry.conn.close()
+            await entry.conn.close()
         return _json({"ok": True})
 
-    def close_all(self) -> None:
-        with self._lock:
-            entries = list(self._sockets.values())
-            self._sockets.clear()
+    async def close_all(self) -> None:
+        entries = list(self._sockets.values())
+        self._sockets.clear()
         for entry in entries:
-            entry.conn.close()
+            try:
+                await entry.conn.close()
+            except Exception:  # noqa: BLE001 - close the rest anyway
+                pass
 
-    def _entry(self, handle: int) -> _Socket | None:
-        with self._lock:
-            return self._sockets.get(handle)
-
-    def _recv(self, entry: _Socket, timeout: float, max_bytes: int) -> dict[str, Any]:
+    async def _recv(self, entry: _Socket, timeout: float, max_bytes: int) -> dict[str, Any]:
         if entry.closed_reason is not None:
             if entry.close_reported:
                 return _recv_shape(closed=True, error="recv_failed")
             entry.close_reported = True
             return _recv_shape(closed=True, error=entry.closed_reason)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                message = entry.conn.recv(timeout=max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                return _recv_shape()
-            except ConnectionClosed as exc:
-                entry.closed_reason = _close_reason(exc)
-                entry.close_reported = True
-                return _recv_shape(closed=True, error=entry.closed_reason)
-            if isinstance(message, bytes):
-                continue  # tark never delivers binary frames
-            shape = _recv_shape(message=message)
-            if len(message.encode("utf-8")) > max_bytes or len(tark_json(shape)) > self.config.max_result_bytes:
-                return _recv_shape(error="message_too_large")
-            return shape
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    try:
+                        message = await entry.conn.recv()  # cancelling recv loses no message (websockets)
+                    except ConnectionClosed as exc:
+                        entry.closed_reason = _close_reason(exc)
+                        entry.close_reported = True
+                        return _recv_shape(closed=True, error=entry.closed_reason)
+                    if isinstance(message, bytes):
+                        continue  # tark never delivers binary frames
+                    shape = _recv_shape(message=message)
+                    if (len(message.encode("utf-8")) > max_bytes
+                            or len(tark_json(shape)) > self.config.max_result_bytes):
+                        return _recv_shape(error="message_too_large")
+                    return shape
+        except TimeoutError:
+            return _recv_shape()
 
 
 def _close_reason(exc: ConnectionClosed) -> str:

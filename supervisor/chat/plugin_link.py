@@ -43,9 +43,11 @@ class PluginLink:
     """One provider plugin: which ABI exports it has, and calls that turn every failure into a ChatError."""
 
     def __init__(self, api: "SupervisorApi", plugin: InstalledPlugin,
-                 load_credentials: Callable[[InstalledPlugin], str | None]) -> None:
+                 load_credentials: Callable[[InstalledPlugin], str | None], *,
+                 timeout_s: float | None = None) -> None:
         self.api = api
         self.plugin = plugin
+        self.timeout_s = timeout_s  # each export call's deadline (None: the plugin's limit)
         self._exports = {name: (tuple(params), tuple(results))
                          for name, (params, results) in api.exports(plugin.name).items()}
         self._credentials = load_credentials(plugin) if self.has(AUTH_INIT) else None
@@ -70,7 +72,8 @@ class PluginLink:
             return
         name = f"chat-{secrets.token_hex(6)}"
         try:
-            result = self.api.call(self.name, AUTH_INIT, [self._credentials], instance=name)
+            result = self.api.call(self.name, AUTH_INIT, [self._credentials], instance=name,
+                                   timeout_s=self.timeout_s)
             if result.ok and result.ret is not None and result.ret < 0:
                 raise ChatError(f"Plugin '{self.name}' rejected the stored credentials: "
                                 f"{_negative(AUTH_INIT, result)}. Sign in again with: tark auth {self.name}")
@@ -81,7 +84,7 @@ class PluginLink:
 
     def output(self, export: str, args: list[str], instance: str) -> tuple[str, CallResult]:
         """Call `export` and return its output text, or raise a ChatError naming the failure."""
-        result = self.api.call(self.name, export, args, instance=instance)
+        result = self.api.call(self.name, export, args, instance=instance, timeout_s=self.timeout_s)
         self._raise_for_error(result)
         if result.ret is not None and result.ret < 0:
             raise ChatError(_negative(export, result))

@@ -29,10 +29,11 @@ class ChatProvider(Protocol):
 
 @contextlib.contextmanager
 def open_provider(api: "SupervisorApi", plugin: InstalledPlugin, *, warn: Callable[[str], None],
-                  limits: ModelApiLimits = ModelApiLimits()) -> Iterator[ChatProvider]:
+                  limits: ModelApiLimits = ModelApiLimits(),
+                  timeout_s: float | None = None) -> Iterator[ChatProvider]:
     """The provider for `plugin`. tark falls back to the adapter when auth-only set-up fails; so do we, but only
     when the plugin has the adapter exports, and saying why."""
-    link = PluginLink(api, plugin, load_credentials)
+    link = PluginLink(api, plugin, load_credentials, timeout_s=timeout_s)
     provider: ChatProvider
     if link.has(CREDENTIALS_EXPORT):
         try:

@@ -25,7 +25,8 @@ def register(cli: click.Group) -> None:
 @click.argument("export")
 @click.argument("args", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help='Print exactly one line: {"ret": N, "output": ...}.')
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.001), help="Wall-clock limit in seconds.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.001), help="Deadline of the call in seconds, covering guest CPU and every host call it waits on "
+                   "(default: the plugin's call_timeout_s limit).")
 def call_command(name: str, export: str, args: tuple[str, ...], as_json: bool, timeout_s: float | None) -> None:
     """Call EXPORT of plugin NAME with string ARGS (tark's alloc convention) and print the result.
 

@@ -38,16 +38,18 @@ def register(cli: click.Group) -> None:
 @click.option("--system", metavar="TEXT", help="System prompt sent first in every turn.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print each reply as one JSON line: provider, model, text, usage, finish_reason, mode.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.001),
+              help="Deadline of each plugin call, seconds (default: the plugin's call_timeout_s limit).")
 @click.argument("message", nargs=-1)
 def chat_command(provider_name: str | None, model: str | None, system: str | None, as_json: bool,
-                 message: tuple[str, ...]) -> None:
+                 timeout_s: float | None, message: tuple[str, ...]) -> None:
     """Chat with a provider plugin. With MESSAGE: print one reply. Without: a REPL reading lines from stdin
     (history kept; /reset clears it, /exit or /quit or end of input leaves)."""
     plugins = Registry(paths.plugins_dir()).list().plugins
     if not provider_name:
         raise click.UsageError(f"Missing option '--provider'.\n{providers_line(plugins)}")
     plugin = select_provider(plugins, provider_name)
-    with open_supervisor() as api, open_provider(api, plugin, warn=warn) as provider:
+    with open_supervisor() as api, open_provider(api, plugin, warn=warn, timeout_s=timeout_s) as provider:
         conversation = Conversation(provider, model or provider.default_model, system)
         if message:
             _print_reply(conversation.send(" ".join(message)), plugin.name, conversation, as_json)
@@ -60,10 +62,7 @@ def _repl(conversation: Conversation, name: str, as_json: bool) -> None:
                f"{RESET_COMMAND} clears the conversation, {EXIT_COMMANDS[0]} quits.", err=True)
     while True:
         echo("> ", nl=False)
-        try:
-            line = sys.stdin.readline()
-        except KeyboardInterrupt:
-            line = ""
+        line = sys.stdin.readline()  # Ctrl-C raises KeyboardInterrupt: tark exits 130 (cli/main.py)
         if not line:  # end of input
             echo()
             return

@@ -26,6 +26,8 @@ from supervisor.registry import RegistryError
 from supervisor.sources import SourceError
 from supervisor.wasm_check import WasmValidationError
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
+
 COMMAND_MODULES = (
     "supervisor.cli.plugin",
     "supervisor.cli.plugin_audit",
@@ -76,7 +78,10 @@ class TarkGroup(click.Group):
         except self.user_errors as exc:
             raise click.ClickException(escape_control(_user_message(exc), keep_newlines=True)) from None
         except KeyboardInterrupt:
-            raise click.exceptions.Abort() from None
+            # Ctrl-C: the call in flight was cancelled on the way out (its worker stopped, nothing left on
+            # disk); one line and the shell's convention for SIGINT.
+            click.echo("Interrupted.", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
         except Exception as exc:  # noqa: BLE001 - the last line of defence: no tracebacks by default
             verbose = isinstance(ctx.obj, CliState) and ctx.obj.verbose
             if verbose:
