@@ -1,4 +1,7 @@
-"""Resource limits of the host capabilities for one plugin. Pure values; the supervisor enforces them.
+"""Resource limits of one plugin: its calls, its worker and its host capabilities. Pure values; the supervisor
+enforces them. `resolve_limits` is the one place a plugin's limits come from (defaults <- admin policy <- the
+admin policy's entry for the plugin); the worker spec, the engine settings and the capability configs are derived
+from its result (docs/limits.md).
 
 Result caps exist because the tark core ABI writes results at a guest pointer with no capacity argument
 (tark-core-abi.md §1, weakness 3): a result longer than the guest's buffer would overwrite guest memory. The
@@ -8,7 +11,11 @@ result above the cap is answered with an error instead of being written.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import attrs
+
+from policy.errors import PolicyError
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -72,3 +79,99 @@ class Limits:
     def describe(self) -> dict[str, tuple[float, str]]:
         """Each limit's value and meaning (for `tark plugin info`)."""
         return {f.name: (getattr(self, f.name), f.metadata["doc"]) for f in attrs.fields(Limits)}
+
+
+# --------------------------------------------------------------------------- one source of truth
+
+DEFAULT = "default"
+ADMIN = "admin policy"
+ADMIN_PLUGIN = "admin policy, per plugin"
+
+
+class LimitsError(PolicyError):
+    """A limit in the admin policy that is unknown, of the wrong type or out of range."""
+
+
+@attrs.frozen
+class ResolvedLimits:
+    """One plugin's limits and where each value came from (DEFAULT, ADMIN or ADMIN_PLUGIN)."""
+
+    limits: Limits = Limits()
+    sources: Mapping[str, str] = attrs.field(factory=lambda: {f.name: DEFAULT for f in attrs.fields(Limits)})
+
+    def describe(self) -> dict[str, tuple[float, str, str]]:
+        """name -> (value, source, meaning), for `tark plugin info`."""
+        return {name: (value, self.sources[name], doc) for name, (value, doc) in self.limits.describe().items()}
+
+
+def resolve_limits(defaults: Limits = Limits(), admin: Mapping[str, object] | None = None,
+                   per_plugin: Mapping[str, object] | None = None) -> ResolvedLimits:
+    """defaults <- the admin policy's [limits] <- its entry for this plugin; each value's source is recorded.
+    Raises LimitsError naming the limit and the layer for an unknown name, a wrong type or a bad value."""
+    fields = {f.name: f for f in attrs.fields(Limits)}
+    values = attrs.asdict(defaults)
+    sources = {name: DEFAULT for name in fields}
+    for layer, mapping in ((ADMIN, admin or {}), (ADMIN_PLUGIN, per_plugin or {})):
+        for name, value in mapping.items():
+            field = fields.get(name)
+            if field is None:
+                raise LimitsError(f"unknown limit '{name}' in the {layer}; known limits: {', '.join(fields)}")
+            values[name] = _typed(name, value, type(getattr(defaults, name)), layer)
+            sources[name] = layer
+    try:
+        limits = Limits(**values)
+    except ValueError as exc:
+        raise LimitsError(f"{exc} (set in the {_layers_of(exc, sources)})") from None
+    return ResolvedLimits(limits, sources)
+
+
+def _typed(name: str, value: object, kind: type, layer: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        wanted = "a whole number" if kind is int else "a number"
+        raise LimitsError(f"limit '{name}' in the {layer} must be {wanted}, got {value!r}")
+    return value
+
+
+def _layers_of(exc: ValueError, sources: Mapping[str, str]) -> str:
+    return next((sources[name] for name in sources if f" {name} " in f" {exc} "), ADMIN)
+
+
+# --------------------------------------------------------------------------- sizes checked at the door
+
+
+class ArgumentTooLarge(PolicyError):
+    """A call argument over the plugin's call_max_arg_bytes limit (refused before any worker sees it)."""
+
+
+def check_call_args(export: str, sizes: list[int], limits: Limits, hard_cap: int, total_cap: int) -> None:
+    """Refuse an argument larger than the plugin's limit (never above `hard_cap`, the protocol's bound on one
+    argument), or arguments together over `total_cap` (the protocol's bound on one message)."""
+    cap = min(limits.call_max_arg_bytes, hard_cap)
+    if sum(sizes) > total_cap:
+        raise ArgumentTooLarge(f"the arguments of '{export}' total {_size(sum(sizes))}, over the {_size(total_cap)}"
+                               " limit on one call's arguments (see docs/limits.md)")
+    for index, size in enumerate(sizes, start=1):
+        if size > cap:
+            raise ArgumentTooLarge(
+                f"argument {index} of '{export}' is {_size(size)}, over the {_size(cap)} limit on one call argument"
+                " (limit call_max_arg_bytes; see docs/limits.md)")
+
+
+def _size(n: int) -> str:
+    if n >= MIB:
+        return f"{n / MIB:.1f} MiB ({n} bytes)"
+    if n >= KIB:
+        return f"{n / KIB:.1f} KiB ({n} bytes)"
+    return f"{n} bytes"
+
+
+# --------------------------------------------------------------------------- derived values
+
+WORKER_RUNTIME_ADDRESS_SPACE = 256 * MIB  # the worker's interpreter, wasmtime and libraries, before any store
+LIVE_STORES = 4  # a fresh instance per call plus long-lived ones (a channel's poll loop, a chat session)
+
+
+def worker_address_space_bytes(limits: Limits, guard_bytes: int) -> int:
+    """RLIMIT_AS of a worker: each live store reserves `memory_limit_bytes` + the guard of address space up front
+    (the engine's reservation equals the cap, so growth never moves memory), plus the runtime itself."""
+    return WORKER_RUNTIME_ADDRESS_SPACE + LIVE_STORES * (limits.memory_limit_bytes + guard_bytes)

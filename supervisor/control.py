@@ -243,9 +243,13 @@ class DaemonClient:
         self._lock = threading.Lock()
 
     def request(self, request: Request) -> Reply:
+        payload = msgspec.msgpack.encode(request)
+        if len(payload) > MAX_FRAME:  # refused here: the daemon would drop the connection
+            raise CallRefused(f"the request is {len(payload)} bytes, over the control socket's {MAX_FRAME}-byte"
+                              " limit (see docs/limits.md)")
         with self._lock:
             try:
-                _send(self._sock, msgspec.msgpack.encode(request))
+                _send(self._sock, payload)
                 return msgspec.msgpack.decode(_recv(self._sock), type=Reply)
             except OSError as exc:
                 raise ControlError(f"lost the supervisor daemon: {exc}") from None

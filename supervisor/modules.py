@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import attrs
+import msgspec
 import wasmtime
 
 from worker.protocol import EngineSettings, build_engine_config
@@ -63,23 +64,30 @@ class ModuleCache:
         self._dir = Path(cache_dir) / "modules"
         self._digests = Path(cache_dir) / DIGESTS_DIR
         self.settings = settings
-        self._engine = wasmtime.Engine(build_engine_config(settings))
-        self._settings_hash = hashlib.sha256(settings.cache_key().encode()).hexdigest()[:16]
+        self._engines: dict[EngineSettings, wasmtime.Engine] = {settings: wasmtime.Engine(build_engine_config(settings))}
+        self._engine = self._engines[settings]
         self._exports: dict[tuple, dict[str, ExportSignature]] = {}
         self._verified: dict[str, VerifiedModule] = {}
         self._security_events = security_events
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _close_all, self._verified)
 
-    def artifact_for(self, wasm_path: Path, name: str | None = None) -> Path:
-        """The serialized module's cache entry for `wasm_path`, compiling it on first use."""
-        return self.load(wasm_path, name).path
+    def settings_for(self, memory_limit_bytes: int) -> EngineSettings:
+        """This cache's settings with the memory reservation equal to a plugin's memory cap."""
+        return msgspec.structs.replace(self.settings, memory_reservation=memory_limit_bytes)
 
-    def load(self, wasm_path: Path, name: str | None = None) -> VerifiedModule:
-        """The verified serialized module for `wasm_path`: from memory, else from the cache if its digest matches,
-        else compiled (and cached) anew."""
+    def artifact_for(self, wasm_path: Path, name: str | None = None, settings: EngineSettings | None = None) -> Path:
+        """The serialized module's cache entry for `wasm_path` (for `settings`, default this cache's), compiling
+        it on first use."""
+        return self.load(wasm_path, name, settings).path
+
+    def load(self, wasm_path: Path, name: str | None = None,
+             settings: EngineSettings | None = None) -> VerifiedModule:
+        """The verified serialized module for `wasm_path` compiled for `settings` (default: this cache's): from
+        memory, else from the cache if its digest matches, else compiled (and cached) anew."""
+        settings = settings or self.settings
         wasm = _read_wasm(wasm_path)
-        artifact = self._artifact_path(wasm)
+        artifact = self._artifact_path(wasm, settings)
         with self._lock:
             known = self._verified.get(artifact.name)
         if known is not None:
@@ -87,7 +95,7 @@ class ModuleCache:
         label = name or Path(wasm_path).name
         data = self._read_verified(artifact, label)
         if data is None:
-            data = bytes(self._compile(wasm, label).serialize())
+            data = bytes(self._compile(wasm, label, self._engine_for(settings)).serialize())
             # The digest first: another process that finds the entry always finds its digest too.
             self._write_digest(artifact, hashlib.sha256(data).hexdigest())
             self._write_atomically(artifact, data)
@@ -138,6 +146,13 @@ class ModuleCache:
         self._digests.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_atomically(self._digest_path(artifact), f"{digest}\n".encode())
 
+    def _engine_for(self, settings: EngineSettings) -> wasmtime.Engine:
+        with self._lock:
+            engine = self._engines.get(settings)
+            if engine is None:
+                engine = self._engines[settings] = wasmtime.Engine(build_engine_config(settings))
+            return engine
+
     def exports(self, wasm_path: Path, name: str | None = None) -> dict[str, ExportSignature]:
         """Exported function name -> signature, read in the supervisor (never trusting a worker's word).
 
@@ -161,13 +176,14 @@ class ModuleCache:
             self._exports[key] = found
         return found
 
-    def _artifact_path(self, wasm: bytes) -> Path:
+    def _artifact_path(self, wasm: bytes, settings: EngineSettings) -> Path:
         digest = hashlib.sha256(wasm).hexdigest()
-        return self._dir / f"{digest}-{WASMTIME_VERSION}-{self._settings_hash}.cwasm"
+        settings_hash = hashlib.sha256(settings.cache_key().encode()).hexdigest()[:16]
+        return self._dir / f"{digest}-{WASMTIME_VERSION}-{settings_hash}.cwasm"
 
-    def _compile(self, wasm: bytes, name: str) -> wasmtime.Module:
+    def _compile(self, wasm: bytes, name: str, engine: wasmtime.Engine) -> wasmtime.Module:
         try:
-            return wasmtime.Module(self._engine, wasm)
+            return wasmtime.Module(engine, wasm)
         except wasmtime.WasmtimeError as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise ModuleCompileError(f"Failed to compile WASM: {name}: {reason}") from None

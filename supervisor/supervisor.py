@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 import attrs
 
 from policy.abi import ExportShapeError, export_shape
-from policy.limits import Limits
+from policy.limits import ArgumentTooLarge, Limits, ResolvedLimits, check_call_args
 from supervisor import paths
 from supervisor.host import PluginHost
 from supervisor.modules import ModuleCache
@@ -21,9 +22,11 @@ from supervisor.registry import Registry
 from supervisor.capabilities.audit import default_audit_path
 from supervisor.security_events import SecurityAudit
 from supervisor.workers import CallOutcome, WorkerLimits, WorkerPool
-from worker.protocol import EngineSettings
+from worker.protocol import MAX_MESSAGE_BYTES, MAX_PAYLOAD_BYTES, EngineSettings
 
 log = logging.getLogger(__name__)
+
+MAX_ARGS_BYTES = MAX_MESSAGE_BYTES - 64 * 1024  # what an Invoke's arguments may total (room for its other fields)
 
 
 class CallRefused(Exception):
@@ -59,20 +62,28 @@ class Supervisor:
         cache_dir: Path | None = None,
         limits: Limits = Limits(),
         idle_timeout_s: float = 300.0,
-        worker_limits: WorkerLimits = WorkerLimits(),
+        worker_limits: WorkerLimits | None = None,
+        resolve_limits: Callable[[str], ResolvedLimits] | None = None,
     ) -> None:
+        """`resolve_limits(name)` gives a plugin's limits (policy.limits.resolve_limits over the admin policy);
+        without it every plugin gets `limits`. `worker_limits` overrides the worker's part (tests)."""
         self.registry = registry or Registry(paths.plugins_dir())
         self.limits = limits
         self.security_events = SecurityAudit(default_audit_path())
         self.modules = ModuleCache((cache_dir or paths.cache_dir()), EngineSettings(), self.security_events)
+        self._resolve = resolve_limits or (lambda _name: ResolvedLimits(limits))
         self.pool = WorkerPool(
             runtime_dir or paths.runtime_dir(),
             self.modules,
-            lambda plugin: PluginHost(plugin, limits),
+            lambda plugin: PluginHost(plugin, self.limits_for(plugin.name).limits),
             idle_timeout_s=idle_timeout_s,
-            limits=lambda plugin: worker_limits,
+            limits=lambda plugin: worker_limits or WorkerLimits.derive(self.limits_for(plugin.name).limits),
             security_events=self.security_events,
         )
+
+    def limits_for(self, name: str) -> ResolvedLimits:
+        """The plugin's limits and where each came from; its worker, engine and capabilities derive from them."""
+        return self._resolve(name)
 
     def _plugin(self, name: str) -> InstalledPlugin:
         # Read afresh on every call: the pool restarts the worker of a plugin that changed on disk.
@@ -104,9 +115,15 @@ class Supervisor:
             raise CallRefused(
                 f"export '{export}' takes {shape.string_args} string argument(s), {len(args)} given"
             )
+        limits = self.limits_for(name).limits
+        encoded = [a.encode() for a in args]
+        try:  # at the door: a worker never sees an argument over the limit (docs/limits.md)
+            check_call_args(export, [len(a) for a in encoded], limits, MAX_PAYLOAD_BYTES, MAX_ARGS_BYTES)
+        except ArgumentTooLarge as exc:
+            raise CallRefused(str(exc)) from None
         outcome: CallOutcome = self.pool.call(
-            plugin, export, [a.encode() for a in args], shape.result_capacity, timeout_s=timeout_s, instance=instance,
-            cancel_fd=cancel_fd,
+            plugin, export, encoded, shape.result_capacity, timeout_s=timeout_s or limits.call_timeout_s,
+            instance=instance, cancel_fd=cancel_fd,
         )
         return _result(name, export, outcome)
 

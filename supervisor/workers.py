@@ -27,6 +27,7 @@ from typing import Any, Callable, Protocol
 import attrs
 import zmq
 
+from policy.limits import Limits, worker_address_space_bytes
 from policy.restart import Parked, RestartPolicy, StartAfter, decide, recent
 from supervisor import forkserver
 from supervisor.modules import ModuleCache, ModuleCompileError
@@ -49,6 +50,8 @@ _SPEC_DEFAULTS = dict(
     zip(protocol.WorkerSpec.__struct_fields__[-len(protocol.WorkerSpec.__struct_defaults__):],
         protocol.WorkerSpec.__struct_defaults__)
 )
+
+_ENGINE_DEFAULTS = protocol.EngineSettings()
 
 # Error kinds the pool adds to the worker's protocol.CALL_ERROR_KINDS.
 WORKER_DIED = "worker_died"
@@ -115,6 +118,12 @@ class WorkerLimits:
     log_lines_per_second: int = attrs.field(factory=lambda: _SPEC_DEFAULTS["log_lines_per_second"])
     os_memory_limit_bytes: int | None = attrs.field(factory=lambda: _SPEC_DEFAULTS["os_memory_limit_bytes"])
     open_files_limit: int = attrs.field(factory=lambda: _SPEC_DEFAULTS["open_files_limit"])
+
+    @classmethod
+    def derive(cls, limits: Limits) -> WorkerLimits:
+        """The worker's part of a plugin's resolved limits (policy/limits.py)."""
+        return cls(memory_limit_bytes=limits.memory_limit_bytes, call_cpu_ms=limits.call_cpu_ms,
+                   os_memory_limit_bytes=worker_address_space_bytes(limits, _ENGINE_DEFAULTS.memory_guard_size))
 
 @attrs.frozen
 class WorkerStatus:
@@ -571,12 +580,16 @@ class WorkerPool:
             raise _Fail(START_FAILED, "the worker pool is closed", kill=False)
 
     def _start(self, plugin: InstalledPlugin, call: _Call) -> _Worker:
+        limits = self._limits(plugin)
+        # The engine reserves the plugin's whole memory cap up front: a guest growing page by page never has its
+        # memory copied (docs/limits.md).
+        settings = self._modules.settings_for(_reservation(limits, self._modules.settings.memory_guard_size))
         try:
             self._fork_server.launch()  # a first start: it imports wasmtime while we compile or read the module
         except OSError as exc:
             raise _Fail(START_FAILED, f"could not start the fork server: {exc}", kill=False) from None
         try:
-            module = self._modules.load(plugin.wasm_path, plugin.name)
+            module = self._modules.load(plugin.wasm_path, plugin.name, settings)
         except ModuleCompileError as exc:
             raise _Fail(START_FAILED, str(exc), kill=False) from None
         endpoint_path = self._runtime_dir / f"w-{plugin.name}-{secrets.token_hex(6)}.sock"
@@ -594,9 +607,9 @@ class WorkerPool:
                 endpoint=f"ipc://{endpoint_path}",
                 module_path=str(module.path),
                 module_fd=protocol.MODULE_FD,
-                engine=self._modules.settings,
+                engine=settings,
                 token=token,
-                **attrs.asdict(self._limits(plugin)),
+                **attrs.asdict(limits),
             )
             process = self._fork_server.start(self._worker_entry, protocol.encode(spec), module.fd)
             with self._slots_lock:
@@ -870,6 +883,16 @@ def _describe(frame: bytes | None) -> str:
     if message is not None:
         return type(message).__name__
     return "several frames" if frame is None else f"{len(frame)} undecodable bytes"
+
+
+def _reservation(limits: WorkerLimits, guard: int) -> int:
+    """The engine's memory reservation: the plugin's memory cap, unless the worker's RLIMIT_AS could not hold
+    four such stores (then growth past it copies memory, but the OS cap stays in force)."""
+    reservation = limits.memory_limit_bytes
+    if limits.os_memory_limit_bytes is not None and reservation + guard > limits.os_memory_limit_bytes // 4:
+        page = 65536
+        reservation = max(0, limits.os_memory_limit_bytes // 4 - guard) // page * page
+    return reservation
 
 
 def _since(started: float) -> float:

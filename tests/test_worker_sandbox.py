@@ -104,7 +104,8 @@ def test_workers_of_this_process_see_only_allowed_variables(make_pool, plugin) -
 
 
 def test_workers_are_locked_down_before_guest_code(make_pool, plugin) -> None:
-    pool = make_pool(limits=lambda p: WorkerLimits(os_memory_limit_bytes=768 * MIB, open_files_limit=48))
+    pool = make_pool(limits=lambda p: WorkerLimits(memory_limit_bytes=64 * MIB, os_memory_limit_bytes=768 * MIB,
+                                                   open_files_limit=48))
     pid = pool.call(plugin, "status", [], None).worker_pid
     status = Path(f"/proc/{pid}/status").read_text()
     assert "NoNewPrivs:\t1" in status
@@ -141,15 +142,14 @@ def test_the_os_memory_cap_holds_when_the_store_cap_is_set_too_high(make_pool, p
 
 
 def test_a_lock_down_step_that_cannot_apply_is_logged_once(make_pool, plugin, tmp_path: Path, caplog) -> None:
-    # An engine reserving 1 GiB per linear memory cannot run under a 1 GiB RLIMIT_AS: the worker runs without it.
-    settings = protocol.EngineSettings(memory_reservation=1024 * MIB)
-    pool = make_pool(settings)
+    # An RLIMIT_AS too small for even the engine's guard region cannot apply: the worker runs without it.
+    pool = make_pool(limits=lambda p: WorkerLimits(os_memory_limit_bytes=128 * 1024))
     with caplog.at_level(logging.WARNING, logger="supervisor.workers"):
         for _ in range(2):
             assert pool.call(plugin, "status", [], None).ok
             pool.stop(plugin.name)
     warnings = [r.getMessage() for r in caplog.records if "sandbox degraded" in r.getMessage()]
     assert warnings == [
-        "worker sandbox degraded: RLIMIT_AS of 1073741824 bytes not applied: the engine reserves 1073807360 bytes"
+        "worker sandbox degraded: RLIMIT_AS of 131072 bytes not applied: the engine reserves 65536 bytes"
         " of address space per linear memory"
     ]

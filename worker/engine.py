@@ -29,6 +29,7 @@ MAX_NAMED_INSTANCES = 16
 MAX_OUTPUT_BYTES_PER_CALL = 256 * 1024
 OUTPUT_CHUNK_BYTES = 16 * 1024
 DEFAULT_FUEL = 2**62
+WASM_PAGE_BYTES = 65536
 
 
 class CallFailed(Exception):
@@ -211,16 +212,29 @@ class GuestRuntime:
             kind = "cpu_limit" if exc.trap_code in (wasmtime.TrapCode.INTERRUPT, wasmtime.TrapCode.OUT_OF_FUEL) else "trap"
             if kind == "cpu_limit" and self.supervisor_lost:
                 kind = "trap"
-            message = _cpu_message(exc, self._spec) if kind == "cpu_limit" else f"guest trapped: {_reason(exc)}"
+            message = (_cpu_message(exc, self._spec) if kind == "cpu_limit"
+                       else f"guest trapped: {_reason(exc)}{self._memory_note(target)}")
             return self._failed(call, kind, message, target)
         except wasmtime.WasmtimeError as exc:
-            return self._failed(call, "trap", f"guest trapped: {_reason(exc)}", target)
+            return self._failed(call, "trap", f"guest trapped: {_reason(exc)}{self._memory_note(target)}", target)
         except Exception as exc:  # a worker bug must fail this call, not the worker
             return self._failed(call, "trap", f"internal worker error: {type(exc).__name__}: {exc}", target)
         finally:
             self._current_store = None
             if target is not None and not long_lived:
                 target.store.close()
+
+    def _memory_note(self, target: _Instance | None) -> str:
+        """Why a guest probably trapped when its memory stands at the cap: its last memory.grow was refused."""
+        cap = self._spec.memory_limit_bytes
+        try:
+            memory = target.exports.get("memory") if target is not None else None
+            size = memory.data_len(target.store) if isinstance(memory, wasmtime.Memory) else 0
+        except Exception:  # noqa: BLE001 - only a hint
+            return ""
+        if size + WASM_PAGE_BYTES <= cap:
+            return ""
+        return f" (its memory reached the {cap // 2**20} MiB cap, memory_limit_bytes: a memory.grow was refused)"
 
     def end_instance(self, name: str) -> None:
         instance = self._named.pop(name, None)

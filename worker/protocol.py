@@ -50,7 +50,7 @@ class EngineSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     epoch_interruption: bool = True
     consume_fuel: bool = False
-    memory_reservation: int = 64 * 1024 * 1024
+    memory_reservation: int = 256 * 1024 * 1024  # = the memory cap, so growth never copies (docs/limits.md)
     memory_guard_size: int = 64 * 1024
     memory_reservation_for_growth: int = 0
     max_wasm_stack: int = 1024 * 1024
@@ -88,7 +88,9 @@ class WorkerSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     epoch_tick_ms: int = 10
     fuel_per_call: int | None = None  # deterministic CPU budget when engine.consume_fuel
     log_lines_per_second: int = 200
-    os_memory_limit_bytes: int | None = 1024 * 1024 * 1024  # RLIMIT_AS of the worker process; None = not set
+    # RLIMIT_AS of the worker process (None = not set): the runtime plus four stores reserving the memory cap
+    # and its guard (policy.limits.worker_address_space_bytes)
+    os_memory_limit_bytes: int | None = 256 * 1024 * 1024 + 4 * (256 * 1024 * 1024 + 64 * 1024)
     open_files_limit: int = 64  # RLIMIT_NOFILE once the worker is set up
     # The one secret a worker holds, only until its first message: proof that it is the process the supervisor
     # started (docs/security.md, "Worker identity"). Never in argv or the environment; useless once Ready is in.
