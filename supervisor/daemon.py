@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -150,21 +151,75 @@ def start_background(runtime_dir: Path | None = None, *, idle_timeout_s: float =
     raise DaemonError(f"the supervisor daemon did not answer within {wait_s:.0f} s; see {log_path}")
 
 
-def stop_running(runtime_dir: Path | None = None, wait_s: float = 15.0) -> int | None:
-    """Ask the daemon to stop and wait until it is gone; returns its pid, or None if none was running."""
+@attrs.frozen
+class Stopped:
+    pid: int
+    killed: bool  # SIGKILL (--force, or still running after the timeout) instead of a graceful stop
+
+
+def stop_running(runtime_dir: Path | None = None, wait_s: float = 10.0, *, force: bool = False) -> Stopped | None:
+    """Stop the daemon and return once it is gone; None if none was running.
+
+    Gracefully: the daemon cancels the calls in flight, stops its workers and exits; still running after
+    `wait_s`, it is killed. `force`: killed at once. Its workers die with it either way (their fork server
+    exits with the daemon and they have PR_SET_PDEATHSIG), and what a killed daemon leaves on disk is removed."""
     runtime_dir = runtime_dir or paths.runtime_dir()
     client = running_client(runtime_dir)
     if client is None:
         return None
     with client:
         pid = client.ping()
-        client.shutdown()
+        if not force:
+            try:
+                client.shutdown()
+            except ControlError:
+                pass  # it is going away already
+    killed = force or not _wait_gone(pid, wait_s)
+    if killed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if not _wait_gone(pid, 5.0):
+            raise DaemonError(f"the supervisor daemon (pid {pid}) survived SIGKILL")
+        # Its sockets close when its last thread is gone, which can be after the process shows as a zombie.
+        _wait_reaped(pid, 2.0)
+        _remove_leftovers(runtime_dir)
+    return Stopped(pid, killed)
+
+
+def _wait_gone(pid: int, wait_s: float) -> bool:
+    deadline = time.monotonic() + wait_s
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _wait_reaped(pid: int, wait_s: float) -> None:
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        if not _alive(pid):
-            return pid
-        time.sleep(0.05)
-    raise DaemonError(f"the supervisor daemon (pid {pid}) did not stop within {wait_s:.0f} s")
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+
+
+def _remove_leftovers(runtime_dir: Path) -> None:
+    """A killed daemon's control socket, pid file and worker endpoints. An endpoint nobody listens on any more
+    is stale; one that still accepts belongs to a live (embedded) supervisor and stays."""
+    for path in (socket_path(runtime_dir), runtime_dir / PID_NAME):
+        path.unlink(missing_ok=True)
+    for endpoint in runtime_dir.glob("w-*.sock"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(endpoint))
+            except ConnectionRefusedError:
+                endpoint.unlink(missing_ok=True)
+            except OSError:
+                pass
 
 
 def _last_error(log_path: Path) -> str:

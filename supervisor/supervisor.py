@@ -14,7 +14,7 @@ import attrs
 
 from policy.abi import ExportShapeError, export_shape
 from policy.limits import ArgumentTooLarge, Limits, ResolvedLimits, check_call_args
-from supervisor import paths
+from supervisor import paths, plugin_limits
 from supervisor.host import PluginHost
 from supervisor.modules import ModuleCache
 from supervisor.plugin import InstalledPlugin
@@ -60,18 +60,19 @@ class Supervisor:
         *,
         runtime_dir: Path | None = None,
         cache_dir: Path | None = None,
-        limits: Limits = Limits(),
+        limits: Limits | None = None,
         idle_timeout_s: float = 300.0,
         worker_limits: WorkerLimits | None = None,
         resolve_limits: Callable[[str], ResolvedLimits] | None = None,
     ) -> None:
-        """`resolve_limits(name)` gives a plugin's limits (policy.limits.resolve_limits over the admin policy);
-        without it every plugin gets `limits`. `worker_limits` overrides the worker's part (tests)."""
+        """`resolve_limits(name)` gives a plugin's limits (default: plugin_limits.limits_for, over the admin
+        policy); `limits` instead gives every plugin the same. `worker_limits` overrides the worker's part (tests)."""
         self.registry = registry or Registry(paths.plugins_dir())
-        self.limits = limits
+        if resolve_limits is None:
+            resolve_limits = plugin_limits.limits_for if limits is None else (lambda _name: ResolvedLimits(limits))
+        self._resolve = resolve_limits
         self.security_events = SecurityAudit(default_audit_path())
         self.modules = ModuleCache((cache_dir or paths.cache_dir()), EngineSettings(), self.security_events)
-        self._resolve = resolve_limits or (lambda _name: ResolvedLimits(limits))
         self.pool = WorkerPool(
             runtime_dir or paths.runtime_dir(),
             self.modules,

@@ -288,3 +288,54 @@ def test_the_cli_timeout_flag_ends_a_call_stuck_in_http(installed, run_tark) -> 
     assert done.returncode == 1
     assert "within 2 s, the call's deadline" in done.stderr and "tark:http.get" in done.stderr
     assert time.monotonic() - started < 10  # includes the CLI's own start-up
+
+
+# ---------------------------------------------------------------------------- stop that stops
+
+
+def daemon_pid() -> int:
+    return int((Path(os.environ["TARK_RUNTIME_DIR"]) / "supervisor.pid").read_text())
+
+
+def busy_worker(tark_argv: list[str]) -> tuple[subprocess.Popen, list[psutil.Process]]:
+    """A CLI whose call keeps a daemon worker spinning; returns it and the daemon's descendants (fork server,
+    worker) once the worker runs."""
+    caller = start_cli(tark_argv, "plugin", "call", "probe", "spin", "--timeout", "120")
+    assert wait_for(lambda: len(descendants(daemon_pid())) >= 2)
+    time.sleep(0.5)
+    return caller, descendants(daemon_pid())
+
+
+def test_stop_cancels_a_busy_call_and_returns_once_the_daemon_is_gone(daemon, tark_argv, run_tark) -> None:
+    caller, workers = busy_worker(tark_argv)
+    pid = daemon_pid()
+    started = time.monotonic()
+    done = run_tark("supervisor", "stop")
+    assert done.returncode == 0, done.stderr
+    assert f"stopped (pid {pid})" in done.stdout and "killed" not in done.stdout
+    assert time.monotonic() - started < 8  # not the 120 s of the call
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert all_gone(workers)
+    assert caller.wait(10) == 1  # the caller hears about it instead of hanging
+
+
+def test_stop_force_kills_the_daemon_and_its_workers_during_a_busy_call(daemon, tark_argv, run_tark) -> None:
+    caller, workers = busy_worker(tark_argv)
+    started = time.monotonic()
+    done = run_tark("supervisor", "stop", "--force")
+    assert done.returncode == 0, done.stderr
+    assert "killed" in done.stdout
+    assert time.monotonic() - started < 8
+    assert all_gone(workers, within_s=2)
+    runtime = Path(os.environ["TARK_RUNTIME_DIR"])
+    assert not (runtime / "supervisor.sock").exists() and not (runtime / "supervisor.pid").exists()
+    assert worker_sockets() == []
+    assert caller.wait(10) == 1
+    assert run_tark("supervisor", "start").returncode == 0  # and a new daemon starts cleanly
+
+
+def test_a_daemon_killed_with_sigkill_leaves_no_worker(daemon, tark_argv) -> None:
+    caller, workers = busy_worker(tark_argv)
+    os.kill(daemon_pid(), signal.SIGKILL)
+    assert all_gone(workers, within_s=1.5)  # the fork server exits with it; workers have PR_SET_PDEATHSIG
+    caller.wait(10)

@@ -168,3 +168,16 @@ def test_the_worker_and_engine_derive_from_the_resolved_limits(tmp_path: Path) -
     assert worker.os_memory_limit_bytes == worker_address_space_bytes(limits, 65536) > 4 * 64 * MIB
     settings = ModuleCache(tmp_path / "cache").settings_for(limits.memory_limit_bytes)
     assert settings.memory_reservation == 64 * MIB  # reservation = cap: growth never copies memory
+
+
+def test_plugin_info_shows_each_limit_and_where_it_came_from(cli, guest, run_tark) -> None:
+    import json
+
+    assert cli("plugin", "add", str(guest.directory)).exit_code == 0
+    shown = run_tark("plugin", "info", "grower")
+    assert shown.returncode == 0, shown.stderr
+    assert "call_timeout_s:" in shown.stdout and "120 s" in shown.stdout
+    assert "call_max_arg_bytes:" in shown.stdout and "4 MiB" in shown.stdout and "(default)" in shown.stdout
+    doc = json.loads(run_tark("plugin", "info", "grower", "--json").stdout)
+    assert doc["limits"]["memory_limit_bytes"] == {
+        "value": 256 * MIB, "source": DEFAULT, "meaning": Limits.__attrs_attrs__.memory_limit_bytes.metadata["doc"]}

@@ -16,6 +16,7 @@ from supervisor.daemon import running_client
 from supervisor.cli.output import cut, echo, header, make_console, plugin_json, print_json, status_word, warn
 from supervisor.install_record import InstallRecord
 from supervisor.plugin import InstalledPlugin
+from supervisor.plugin_limits import display_value, limits_for
 from supervisor.registry import Registry, UpdateResult
 from supervisor.secrets import SecretStore
 from supervisor.sources import GitSource, LocalSource, parse_source
@@ -141,9 +142,18 @@ def info_command(plugin_id: str, as_json: bool) -> None:
         doc = plugin_json(plugin, record, full=True)
         doc["wasm_sha256"] = current_wasm
         doc["wasm_modified"] = bool(record and record.wasm_sha256 and record.wasm_sha256 != current_wasm)
+        doc["limits"] = {name: {"value": value, "source": source, "meaning": meaning}
+                         for name, (value, source, meaning) in limits_for(plugin.name).describe().items()}
         print_json(doc)
         return
     _print_info(make_console(), plugin, record, current_wasm)
+    _print_limits(make_console(), plugin.name)
+
+
+def _print_limits(console: Console, name: str) -> None:
+    console.print("Limits (docs/limits.md):")
+    for limit, (value, source, _meaning) in limits_for(name).describe().items():
+        console.print(f"  {limit + ':':<32} {display_value(limit, value):<10} ({source})")
 
 
 def _print_info(console: Console, plugin: InstalledPlugin, record: InstallRecord | None, current_wasm: str) -> None:

@@ -50,13 +50,19 @@ def start_command(foreground: bool, idle_timeout_s: float, webhook_port: int | N
 
 
 @supervisor_group.command("stop")
-def stop_command() -> None:
-    """Stop the daemon and every worker it runs."""
-    pid = stop_running(paths.runtime_dir())
-    if pid is None:
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds to wait for a graceful stop (calls in flight are cancelled) before killing the daemon.")
+@click.option("--force", is_flag=True, help="Kill the daemon and its workers at once, without a graceful stop.")
+def stop_command(timeout_s: float, force: bool) -> None:
+    """Stop the daemon and every worker it runs; returns once they are gone."""
+    stopped = stop_running(paths.runtime_dir(), timeout_s, force=force)
+    if stopped is None:
         click.echo("No supervisor daemon is running.")
+    elif stopped.killed:
+        how = "killed" if force else f"killed: it did not stop within {timeout_s:g} s"
+        click.echo(f"✅ Supervisor daemon stopped (pid {stopped.pid}, {how})")
     else:
-        click.echo(f"✅ Supervisor daemon stopped (pid {pid})")
+        click.echo(f"✅ Supervisor daemon stopped (pid {stopped.pid})")
 
 
 @supervisor_group.command("status")
