@@ -143,7 +143,10 @@ def test_info_text_and_json(cli, make_plugin_dir, make_git_repo, tmp_path, plugi
 
     result = cli("plugin", "info", "hello")
     assert result.exit_code == 0, result.output
-    assert lines(result.stdout) == [
+    shown = lines(result.stdout)
+    limits_at = shown.index("Limits (docs/limits.md):")
+    assert any(line.split() == ["call_timeout_s:", "120", "s", "(default)"] for line in shown[limits_at:])
+    assert shown[:limits_at] == [
         "=== Plugin: hello ===",
         "Name:    hello",
         "Version:  0.1.0",
