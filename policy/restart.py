@@ -1,6 +1,6 @@
 """When a plugin's crashed worker may start again: restart policy as data, as in Erlang/OTP supervisors.
 
-A worker that dies abnormally (crash, kill, invalid message, timeout) is restarted after an exponential backoff;
+A worker that dies abnormally (crash, kill, invalid message) is restarted after an exponential backoff;
 more than `intensity` crashes within `period_s` park the plugin as `crashed` until someone resets it. Pure: the
 caller passes the crash times and the current time (any monotonic clock).
 """

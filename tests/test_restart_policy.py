@@ -135,11 +135,19 @@ def test_a_worker_killed_while_idle_counts_as_a_crash(make_pool, plugin) -> None
     assert after.ret == 7 and after.worker_pid != pid
 
 
-def test_a_wall_timeout_counts_as_a_crash(make_pool, tmp_path: Path) -> None:
-    spinner = make_guest(tmp_path / "spinner", '(func (export "spin") (result i32) (loop $l (br $l)) (i32.const 0))')
-    pool = make_pool(restart=RestartPolicy(intensity=0))
-    assert pool.call(spinner, "spin", [], None, timeout_s=0.2).error_kind == "timeout"
-    assert pool.call(spinner, "spin", [], None).error_kind == PARKED
+def test_a_call_deadline_is_not_a_crash(make_pool, tmp_path: Path) -> None:
+    # The deadline ends the call and replaces the worker, and the plugin is usable at once (docs/limits.md): no
+    # backoff, no parking. A guest that spins costs each caller its own deadline, nothing more.
+    spinner = make_guest(tmp_path / "spinner", '(func (export "spin") (result i32) (loop $l (br $l)) (i32.const 0))'
+                                               '(func (export "quick") (result i32) (i32.const 1))')
+    pool = make_pool(restart=RestartPolicy(intensity=0, backoff_initial_s=5))
+    for _ in range(2):
+        assert pool.call(spinner, "spin", [], None, timeout_s=0.2).error_kind == "timeout"
+    started = time.monotonic()
+    assert pool.call(spinner, "quick", [], None).ret == 1
+    assert time.monotonic() - started < 2
+    [status] = pool.status()
+    assert (status.state, status.restarts) == ("running", 0)
 
 
 def test_clean_stops_are_not_crashes(make_pool, plugin) -> None:
