@@ -162,7 +162,7 @@ def stop_running(runtime_dir: Path | None = None, wait_s: float = 10.0, *, force
 
     Gracefully: the daemon cancels the calls in flight, stops its workers and exits; still running after
     `wait_s`, it is killed. `force`: killed at once. Its workers die with it either way (their fork server
-    exits with the daemon and they have PR_SET_PDEATHSIG), and what a killed daemon leaves on disk is removed."""
+    kills them when the daemon's end of its socket closes), and what a killed daemon leaves on disk is removed."""
     runtime_dir = runtime_dir or paths.runtime_dir()
     client = running_client(runtime_dir)
     if client is None:

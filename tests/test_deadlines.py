@@ -337,5 +337,5 @@ def test_stop_force_kills_the_daemon_and_its_workers_during_a_busy_call(daemon, 
 def test_a_daemon_killed_with_sigkill_leaves_no_worker(daemon, tark_argv) -> None:
     caller, workers = busy_worker(tark_argv)
     os.kill(daemon_pid(), signal.SIGKILL)
-    assert all_gone(workers, within_s=1.5)  # the fork server exits with it; workers have PR_SET_PDEATHSIG
+    assert all_gone(workers, within_s=1.5)  # the fork server sees it go and kills its workers
     caller.wait(10)

@@ -46,7 +46,10 @@ def main(control_fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor ends us by closing the socket
     status_fds: dict[int, int] = {}  # worker pid -> write end of its status pipe
     gc.freeze()  # the preloaded objects go to the permanent generation: no collector writes to shared pages
-    control.send(protocol.encode(protocol.ForkReply(pid=os.getpid())))  # ready
+    try:
+        control.send(protocol.encode(protocol.ForkReply(pid=os.getpid())))  # ready
+    except OSError:
+        return  # the supervisor went away while we started (Ctrl-C): nothing to serve, nothing to report
     while True:
         readable, _, _ = select.select([control, wakeup_r], [], [])
         if wakeup_r in readable:
@@ -56,9 +59,11 @@ def main(control_fd: int) -> None:
             try:
                 data, fds = _receive(control)
             except OSError:
+                _end_workers(status_fds)
                 return
             if not data and not fds:
                 if _hung_up(control):
+                    _end_workers(status_fds)
                     return  # the supervisor closed its end (or exited)
                 continue  # an empty datagram
             _serve(control, data, fds, status_fds, (control.fileno(), wakeup_r, wakeup_w))
@@ -88,6 +93,16 @@ def _serve(control: socket.socket, data: bytes, fds: list[int], status_fds: dict
         if module_fd is not None:
             os.close(module_fd)
     status_fds[pid] = status_w
+
+
+def _end_workers(status_fds: dict[int, int]) -> None:
+    """The supervisor is gone (even killed with SIGKILL): its workers go too, at once, whatever their guest is
+    doing (a spinning guest would notice the lost connection only at its CPU deadline). docs/limits.md"""
+    for pid in status_fds:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _child(request: protocol.ForkRequest, module_fd: int | None) -> None:
