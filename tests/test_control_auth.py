@@ -33,7 +33,7 @@ def control(runtime_dir: Path, make_pool):
         worker = worker_lineage(pid, pool.process_ids())
         return None if worker is None else f"pid {pid} is or descends from worker process {worker}"
 
-    server = ControlServer(socket_path(runtime_dir), lambda r: (seen.append(r), Reply(ok=True))[1],
+    server = ControlServer(socket_path(runtime_dir), lambda r, _fd: (seen.append(r), Reply(ok=True))[1],
                            token=write_token(runtime_dir), refuse_peer=refuse_peer,
                            on_refused=lambda pid, why: refused.append((pid, why)))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
