@@ -28,6 +28,7 @@ from worker import protocol
 # tempfile. HOME, credentials, tokens and everything else stay in the supervisor.
 ENV_ALLOWED = re.compile(r"PATH|LANG|LANGUAGE|LC_[A-Z_]+|TZ|TMPDIR|PYTHONPATH|PYTHONHOME")
 STARTUP_TIMEOUT_S = 60.0  # importing wasmtime on a loaded 2-core machine
+REQUEST_TIMEOUT_S = 5.0  # one fork; a server that takes longer (stopped, wedged) is replaced
 _STATUS = struct.Struct("i")
 
 
@@ -156,7 +157,7 @@ class ForkServer:
         finally:
             os.close(status_w)
         try:
-            reply, pidfd = self._await_reply(STARTUP_TIMEOUT_S)
+            reply, pidfd = self._await_reply(REQUEST_TIMEOUT_S)
         except BaseException:
             os.close(status_r)
             raise

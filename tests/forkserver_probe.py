@@ -4,6 +4,7 @@ number of seconds, not a WorkerSpec."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import sys
@@ -14,7 +15,8 @@ def report(spec: bytes) -> None:
     fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
     with open(spec.decode(), "w") as file:
         json.dump({"modules": sorted(sys.modules), "pid": os.getpid(), "sid": os.getsid(0), "pgid": os.getpgid(0),
-                   "ppid": os.getppid(), "fds": fds, "environ": dict(os.environ)}, file)
+                   "ppid": os.getppid(), "fds": fds, "environ": dict(os.environ),
+                   "dumpable": ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)}, file)  # PR_GET_DUMPABLE
 
 
 def linger(spec: bytes) -> None:

@@ -42,6 +42,7 @@ def test_a_worker_gets_only_worker_code_stdio_a_session_of_its_own_and_a_scrubbe
     assert [m for m in modules if m.split(".")[0] in ("supervisor", "pytest", "_pytest", "wasm_fixtures")] == []
     assert seen["sid"] == seen["pgid"] == seen["pid"]  # no terminal, no Ctrl-C from the supervisor's group
     assert seen["ppid"] == server.pid
+    assert seen["dumpable"] == 0  # as the fork server it inherited this from: no ptrace by other same-uid processes
     assert seen["fds"][:3] == [0, 1, 2] and len(seen["fds"]) == 4  # stdio + the listing's own descriptor
     assert seen["environ"] == {"PATH": os.environ["PATH"], "LANG": "C.UTF-8"}
     assert all(ENV_ALLOWED.fullmatch(name) for name in seen["environ"])

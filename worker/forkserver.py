@@ -17,6 +17,7 @@ the supervisor's end closes; running workers are not affected.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import importlib
 import os
@@ -34,10 +35,12 @@ import worker.main  # noqa: F401 - the preload: every worker needs it, and wasmt
 from worker import protocol
 
 STATUS = struct.Struct("i")
+PR_SET_DUMPABLE = 4
 MAX_FDS = 2
 
 
 def main(control_fd: int) -> None:
+    _not_dumpable()
     control = socket.socket(fileno=control_fd)
     control.set_inheritable(False)
     wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -131,6 +134,15 @@ def _child(request: protocol.ForkRequest, module_fd: int | None) -> None:
             sys.stderr.flush()
         finally:
             os._exit(code)
+
+
+def _not_dumpable() -> None:
+    """No ptrace and no /proc/<pid>/mem for other processes of our uid: whoever could write into the fork server
+    would be in every worker forked after. Workers inherit it, so their start-up token is as well kept."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        print(f"tark fork server: prctl(PR_SET_DUMPABLE, 0) failed: {os.strerror(ctypes.get_errno())}",
+              file=sys.stderr)
 
 
 def _resolve(entry: str):
