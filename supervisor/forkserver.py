@@ -104,8 +104,10 @@ class WorkerProcess:
 class ForkServer:
     """One fork server process, started on first use and again whenever it has died. Thread-safe."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None, *,
+                 request_timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self._environ = scrubbed_environment(os.environ if environ is None else environ)
+        self._request_timeout_s = request_timeout_s
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self._control: socket.socket | None = None
@@ -132,7 +134,9 @@ class ForkServer:
                 try:
                     return self._start_locked(request, module_fd)
                 except (OSError, ConnectionError) as exc:
-                    self._stop_locked()  # it died (or was killed): the next attempt starts a new one
+                    # It died, was killed or is wedged: the next attempt starts a new one. Killed first, so that
+                    # it cannot take the running workers with it (it ends them when our end closes).
+                    self._stop_locked(kill_first=True)
                     if attempt == 2:
                         raise ForkServerError(f"the fork server is not working: {exc}") from None
         raise AssertionError("unreachable")
@@ -157,7 +161,7 @@ class ForkServer:
         finally:
             os.close(status_w)
         try:
-            reply, pidfd = self._await_reply(REQUEST_TIMEOUT_S)
+            reply, pidfd = self._await_reply(self._request_timeout_s)
         except BaseException:
             os.close(status_r)
             raise
@@ -211,7 +215,10 @@ class ForkServer:
         self._control = ours
         self._ready = False
 
-    def _stop_locked(self) -> None:
+    def _stop_locked(self, *, kill_first: bool = False) -> None:
+        if kill_first and self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
         if self._control is not None:
             self._control.close()  # the server exits when it reads EOF
             self._control = None

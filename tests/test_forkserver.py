@@ -103,3 +103,22 @@ def test_a_killed_fork_server_is_replaced_and_its_running_workers_keep_working(m
     assert [s.restarts for s in pool.status()] == [0, 0]
     pool.stop("first")
     assert process_gone(running.worker_pid)
+
+
+def test_a_wedged_fork_server_is_replaced_without_taking_its_workers_along():
+    server = ForkServer(request_timeout_s=0.5)
+    try:
+        running = server.start(forkserver_probe.linger, b"30")
+        wedged = server.pid
+        os.kill(wedged, signal.SIGSTOP)  # what any process of the uid could do to it
+        started = server.start(forkserver_probe.linger, b"30")
+        assert server.pid != wedged and process_gone(wedged)
+        assert running.is_alive() and started.is_alive()
+        for process in (running, started):  # the pidfds still work, whoever is their parent now
+            process.kill()
+            process.join(5)
+            assert not process.is_alive()
+            process.close()
+        assert started.exitcode == -signal.SIGKILL  # reported by the new server; the old one cannot report
+    finally:
+        server.close()
