@@ -268,7 +268,7 @@ class WorkerPool:
                 result = self._drive(worker, invoke, call)
             except _Fail as failure:
                 if failure.kind == INVALID_MESSAGE and worker is not None:
-                    _audit_event(worker.host, "forged_message", failure.message)
+                    _audit_event(worker.host, "invalid_worker_message", failure.message)
                 if failure.kill and slot.worker is not None:
                     self._discard(slot)
                 slot.last_error = failure.message

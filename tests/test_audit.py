@@ -194,13 +194,13 @@ def test_parse_since_units() -> None:
     assert parse_since("2026-01-01T00:00:00+00:00", now) == datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 
 
-def test_a_worker_sending_a_forged_message_is_an_audit_event(make_pool, tmp_path: Path) -> None:
+def test_a_worker_breaking_the_protocol_is_an_audit_event(make_pool, tmp_path: Path) -> None:
     import wasm_fixtures
 
     plugin = make_guest(tmp_path / "probe", '(func (export "count") (param i32) (result i32) (i32.const 0))')
     pool = make_pool(worker_entry=wasm_fixtures.garbage_worker)
     assert pool.call(plugin, "count", [], 16).error_kind == "invalid_message"
-    (event,) = [r for r in read_audit(default_audit_path()) if r["kind"] == "forged_message"]
+    (event,) = [r for r in read_audit(default_audit_path()) if r["kind"] == "invalid_worker_message"]
     assert event["plugin"] == "probe" and "sent an invalid message" in event["detail"]
 
 

@@ -142,7 +142,7 @@ class AuditLog:
                      escape_control(_clip(target, MAX_TARGET_CHARS)), escape_control(_clip(reason, MAX_REASON_CHARS)))
 
     def event(self, kind: str, **fields: Any) -> None:
-        """A consent or integrity event (approval, revocation, policy_load, pin_refused, forged_message, ...).
+        """A consent or integrity event (approval, revocation, policy_load, pin_refused, invalid_worker_message, ...).
 
         Fields must be JSON-serialisable and must never hold a secret's value (name the key instead)."""
         now = self._clock()
