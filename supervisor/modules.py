@@ -82,17 +82,22 @@ class ModuleCache:
         return self.load(wasm_path, name, settings).path
 
     def load(self, wasm_path: Path, name: str | None = None,
-             settings: EngineSettings | None = None) -> VerifiedModule:
+             settings: EngineSettings | None = None, *, expected_sha256: str | None = None) -> VerifiedModule:
         """The verified serialized module for `wasm_path` compiled for `settings` (default: this cache's): from
-        memory, else from the cache if its digest matches, else compiled (and cached) anew."""
+        memory, else from the cache if its digest matches, else compiled (and cached) anew. With `expected_sha256`
+        (a pinned, approved wasm) the wasm bytes read here, the ones compiled, must have that digest: nothing can
+        be swapped between the pin check and the compile."""
         settings = settings or self.settings
         wasm = _read_wasm(wasm_path)
+        label = name or Path(wasm_path).name
+        if expected_sha256 is not None and (actual := hashlib.sha256(wasm).hexdigest()) != expected_sha256:
+            raise ModuleCompileError(f"{label}: {Path(wasm_path).name} is not the approved module (sha256 {actual},"
+                                     f" approved {expected_sha256}); reinstall or update the plugin")
         artifact = self._artifact_path(wasm, settings)
         with self._lock:
             known = self._verified.get(artifact.name)
         if known is not None:
             return known
-        label = name or Path(wasm_path).name
         data = self._read_verified(artifact, label)
         if data is None:
             data = bytes(self._compile(wasm, label, self._engine_for(settings)).serialize())

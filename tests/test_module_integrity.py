@@ -136,3 +136,16 @@ def test_through_the_cli_a_swapped_entry_is_audited_and_the_plugin_still_runs_it
     assert json.loads(again.stdout)["output"] == "hi", again.output  # not the attacker's "6"
     tampered = [r for r in read_audit_trail(default_audit_path()) if r["kind"] == "module_cache_tampered"]
     assert [(r["plugin"], r["entry"]) for r in tampered] == [("echoer", str(artifact))]
+
+
+def test_a_wasm_that_is_not_the_pinned_one_is_never_compiled(tmp_path, plugin):
+    from supervisor.modules import ModuleCompileError
+
+    cache = ModuleCache(tmp_path / "cache")
+    approved = hashlib.sha256(plugin.wasm_path.read_bytes()).hexdigest()
+    assert cache.load(plugin.wasm_path, "probe", expected_sha256=approved).digest
+    plugin.wasm_path.write_bytes(wasmtime.wat2wasm(guest_wat(EVIL_BODY, extra_imports=WASI_PROC_EXIT)))
+    with pytest.raises(ModuleCompileError, match=f"probe: plugin.wasm is not the approved module .*approved {approved}"):
+        cache.load(plugin.wasm_path, "probe", expected_sha256=approved)
+    assert len(list((tmp_path / "cache" / "modules").glob("*.cwasm"))) == 1  # the swapped one was not compiled
+    cache.close()
