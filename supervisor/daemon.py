@@ -24,6 +24,7 @@ from supervisor.control import (
     write_token,
 )
 from policy.errors import PolicyError
+from supervisor.metrics import serve_metrics
 from supervisor.modules import ModuleCompileError
 from supervisor.plugin import PluginLoadError
 from supervisor.registry import RegistryError
@@ -53,7 +54,7 @@ class DaemonError(Exception):
 
 
 def serve(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0,
-          webhook: WebhookConfig = WebhookConfig()) -> None:
+          webhook: WebhookConfig = WebhookConfig(), metrics_port: int | None = None) -> None:
     """Run the daemon in the foreground until `shutdown` or SIGTERM/SIGINT (systemd runs this)."""
     runtime_dir = runtime_dir or paths.runtime_dir()
     stop = threading.Event()
@@ -82,6 +83,10 @@ def serve(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0,
                 log.exception("%s on plugin %s failed", request.op, request.plugin)
                 return Reply(ok=False, error=f"internal error: {exc}")
 
+        metrics = serve_metrics(metrics_port, supervisor.status) if metrics_port is not None else None
+        if metrics is not None:
+            log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", metrics[0].server_port)
+
         def refuse_peer(pid: int) -> str | None:
             worker = worker_lineage(pid, supervisor.pool.process_ids())
             return None if worker is None else f"pid {pid} is or descends from worker process {worker}"
@@ -104,6 +109,9 @@ def serve(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0,
             server.shutdown()
             serving.join()
             server.server_close()
+            if metrics is not None:
+                metrics[0].shutdown()
+                metrics[0].server_close()
             for path in (socket_path(runtime_dir), token_path(runtime_dir), pid_file):
                 path.unlink(missing_ok=True)
 

@@ -30,6 +30,7 @@ import zmq
 from policy.limits import Limits, worker_address_space_bytes
 from policy.restart import Parked, RestartPolicy, StartAfter, decide, recent
 from supervisor import forkserver
+from supervisor.call_stats import PluginStats
 from supervisor.modules import ModuleCache, ModuleCompileError
 from supervisor.plugin import InstalledPlugin
 from worker import protocol
@@ -129,10 +130,15 @@ class WorkerLimits:
 class WorkerStatus:
     name: str
     pid: int | None
-    state: str  # "running" | "stopped" | "crashed"
+    state: str  # "running" | "stopped" | "crashed" (also when parked)
     calls: int
     restarts: int
     last_error: str | None
+    last_error_kind: str | None = None  # "timeout", "cancelled", "trap", "worker_died", ...
+    uptime_s: float | None = None  # of the running worker
+    parked: str | None = None  # why calls fail at once until `tark plugin enable`
+    sandbox_warnings: list[str] = attrs.field(factory=list)  # lock-down steps the running worker could not apply
+    stats: dict = attrs.field(factory=dict)  # call_stats.PluginStats.snapshot()
 
 
 def _audit_event(host: HostHandler, kind: str, detail: str) -> None:
@@ -165,6 +171,9 @@ class _Worker:
     pid: int = 0
     peer: bytes | None = None  # the routing id of the connection that presented the token, pinned
     strangers: set[tuple[bytes, str]] = attrs.field(factory=set)  # (connection, message type) already audited
+    started: float = attrs.field(factory=time.monotonic)
+    warnings: list[str] = attrs.field(factory=list)  # from its Ready: lock-down steps not applied
+    stats: PluginStats | None = None  # its plugin's counters
 
     poller: zmq.Poller | None = None  # socket, process sentinel, wake fd and pool interrupt fd, built once
     wake: _Wake | None = None  # a finished waiting host call signals it
@@ -189,7 +198,9 @@ class _Slot:
     crash_times: list[float] = attrs.field(factory=list)  # monotonic, only those the restart policy still counts
     parked: str | None = None  # why calls fail at once until reset()
     last_error: str | None = None
+    last_error_kind: str | None = None
     last_used: float = attrs.field(factory=time.monotonic)
+    stats: PluginStats = attrs.field(factory=PluginStats)
 
 
 class WorkerPool:
@@ -271,9 +282,10 @@ class WorkerPool:
                     _audit_event(worker.host, "invalid_worker_message", failure.message)
                 if failure.kill and slot.worker is not None:
                     self._discard(slot)
-                slot.last_error = failure.message
+                slot.last_error, slot.last_error_kind = failure.message, failure.kind
                 if failure.crash:
                     self._record_crash(slot, failure.message)
+                slot.stats.call_ended(_since(started), failure.kind)
                 return CallOutcome(None, None, failure.kind, failure.message, worker and worker.pid, _since(started))
             except BaseException:
                 # Ctrl-C (KeyboardInterrupt) mid-call: the worker may be running the call; end it and remove its
@@ -283,8 +295,9 @@ class WorkerPool:
                 raise
             finally:
                 slot.last_used = time.monotonic()
+            slot.stats.call_ended(_since(started), result.error and result.error.kind)
             if result.error is not None:
-                slot.last_error = result.error.message
+                slot.last_error, slot.last_error_kind = result.error.message, result.error.kind
                 return CallOutcome(
                     result.ret, result.output, result.error.kind, result.error.message, worker.pid, _since(started)
                 )
@@ -325,16 +338,22 @@ class WorkerPool:
         with self._slots_lock:
             slots = list(self._slots.values())
         statuses = []
+        now = time.monotonic()
         for slot in slots:
             worker = slot.worker
             alive = worker is not None and worker.process.is_alive()
             if slot.parked is not None:
-                state = "crashed"
+                state = "crashed"  # parked: see `parked` for why
             else:
                 state = "running" if alive else ("crashed" if slot.crashed or worker is not None else "stopped")
-            statuses.append(
-                WorkerStatus(slot.name, worker.pid if alive else None, state, slot.calls, slot.restarts, slot.last_error)
-            )
+            statuses.append(WorkerStatus(
+                slot.name, worker.pid if alive else None, state, slot.calls, slot.restarts, slot.last_error,
+                last_error_kind=slot.last_error_kind,
+                uptime_s=now - worker.started if alive else None,
+                parked=slot.parked,
+                sandbox_warnings=list(worker.warnings) if alive else [],
+                stats=slot.stats.snapshot(),
+            ))
         return statuses
 
     def interrupt(self) -> None:
@@ -398,7 +417,9 @@ class WorkerPool:
                 if worker.wake.fd in events:
                     worker.wake.drain()
                     if pending is not None and pending.future.done():
-                        reply, pending = pending.reply(), None
+                        done, pending = pending, None
+                        reply = done.reply()
+                        self._count(worker, done.request, reply.code)
                         self._send(worker, invoke, reply)
                 if worker.process.sentinel in events:
                     raise _Fail(WORKER_DIED, self._death_message(worker, f"during '{invoke.export}'"), kill=True)
@@ -467,6 +488,7 @@ class WorkerPool:
                 worker.host.on_log(message)
             except Exception:
                 pass
+            self._count(worker, message, 0)
             return None
         if isinstance(message, (protocol.Ready, protocol.StartFailed)):
             self._invalid(worker, f"unexpected {type(message).__name__} during '{invoke.export}'")
@@ -482,8 +504,15 @@ class WorkerPool:
             reply = protocol.HostReply(host_call_id=message.host_call_id, code=-1)
         if reply.host_call_id != message.host_call_id:
             reply = protocol.HostReply(host_call_id=message.host_call_id, code=reply.code, data=reply.data)
+        self._count(worker, message, reply.code)
         self._send(worker, invoke, reply)
         return None
+
+    @staticmethod
+    def _count(worker: _Worker, message: protocol.FromWorker, code: int) -> None:
+        if worker.stats is not None:
+            tag = type(message).__struct_config__.tag
+            worker.stats.host_call("log" if tag == "output" else tag.partition(".")[0], code)
 
     def _send(self, worker: _Worker, invoke: protocol.Invoke, message: protocol.ToWorker) -> None:
         try:
@@ -545,6 +574,7 @@ class WorkerPool:
             if slot.crashed:
                 slot.restarts += 1
             worker = self._start(plugin, call)
+            worker.stats = slot.stats
             slot.worker = worker
             slot.crashed = False
         return worker
@@ -672,6 +702,8 @@ class WorkerPool:
                 worker.endpoint_path.unlink(missing_ok=True)
                 if isinstance(message, protocol.StartFailed):  # a clear refusal (bad module, unknown import)
                     raise _Fail(START_FAILED, message.message, kill=False)
+                if isinstance(message, protocol.Ready):
+                    worker.warnings = list(message.warnings)
                 self._warn_once(message.warnings)
                 return
             elif worker.process.sentinel in events:

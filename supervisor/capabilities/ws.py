@@ -32,6 +32,7 @@ SEND_FAILED = {"error": "WebSocket send failed", "ok": False}
 _HANDSHAKE_HEADERS = frozenset({"host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
                                 "sec-websocket-extensions", "sec-websocket-accept"})
 _CLOSE_TIMEOUT_S = 2.0
+_CLOSE_ALL_S = 0.5
 
 
 def _recv_shape(*, closed: bool = False, error: str | None = None, message: str | None = None) -> dict[str, Any]:
@@ -155,13 +156,18 @@ class WsCapability:
         return _json({"ok": True})
 
     async def close_all(self) -> None:
+        """Close every connection together; a server that does not finish the closing handshake within
+        _CLOSE_ALL_S is cut off (this runs when a call is cancelled: the plugin must be usable at once)."""
         entries = list(self._sockets.values())
         self._sockets.clear()
+        if not entries:
+            return
+        closing = [asyncio.ensure_future(entry.conn.close()) for entry in entries]
+        _done, pending = await asyncio.wait(closing, timeout=_CLOSE_ALL_S)
+        for task in pending:
+            task.cancel()
         for entry in entries:
-            try:
-                await entry.conn.close()
-            except Exception:  # noqa: BLE001 - close the rest anyway
-                pass
+            entry.conn.transport.abort()
 
     async def _recv(self, entry: _Socket, timeout: float, max_bytes: int) -> dict[str, Any]:
         if entry.closed_reason is not None:

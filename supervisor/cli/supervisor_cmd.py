@@ -17,7 +17,7 @@ from supervisor.daemon import DaemonError, running_client, serve, start_backgrou
 def register(cli: click.Group) -> None:
     cli.add_user_errors(DaemonError, WebhookListenError)  # type: ignore[attr-defined]
     cli.add_command(supervisor_group)
-    cli.subgroup("plugin").add_command(status_command, "status")  # type: ignore[attr-defined]  # same view
+    cli.subgroup("plugin").add_command(plugin_status_command)  # type: ignore[attr-defined]
 
 
 @click.group("supervisor")
@@ -33,7 +33,10 @@ def supervisor_group() -> None:
               help=f"Port for channel webhooks [default: {DEFAULT_PORT}; 0 = any free port].")
 @click.option("--webhook-host", default=DEFAULT_HOST, show_default=True,
               help="Address for channel webhooks; anything but loopback exposes them to the network.")
-def start_command(foreground: bool, idle_timeout_s: float, webhook_port: int | None, webhook_host: str) -> None:
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (default: not served).")
+def start_command(foreground: bool, idle_timeout_s: float, webhook_port: int | None, webhook_host: str,
+                  metrics_port: int | None) -> None:
     """Start the daemon (it also runs started channels and serves their webhooks)."""
     runtime_dir = paths.runtime_dir()
     webhook = WebhookConfig(webhook_host, DEFAULT_PORT if webhook_port is None else webhook_port,
@@ -41,9 +44,11 @@ def start_command(foreground: bool, idle_timeout_s: float, webhook_port: int | N
     if foreground:
         if running_client(runtime_dir) is not None:
             raise DaemonError("a supervisor daemon is already running; stop it first: tark supervisor stop")
-        serve(runtime_dir, idle_timeout_s=idle_timeout_s, webhook=webhook)
+        serve(runtime_dir, idle_timeout_s=idle_timeout_s, webhook=webhook, metrics_port=metrics_port)
         return
     webhook_args = ("--webhook-host", webhook_host) + (() if webhook_port is None else ("--webhook-port", str(webhook_port)))
+    if metrics_port is not None:
+        webhook_args += ("--metrics-port", str(metrics_port))
     pid = start_background(runtime_dir, idle_timeout_s=idle_timeout_s, webhook_args=webhook_args)
     click.echo(f"✅ Supervisor daemon started (pid {pid})")
     click.echo(f"Control socket: {socket_path(runtime_dir)}")
@@ -114,3 +119,51 @@ def _with_usage(worker: dict) -> dict:
         except psutil.Error:
             pass
     return worker
+
+
+@click.command("status")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+def plugin_status_command(name: str | None, as_json: bool) -> None:
+    """Each plugin's worker in the daemon: state, uptime, memory, CPU, calls, host calls by capability, denials,
+    restarts, last error (a timeout shows as a timeout), lock-down steps not applied, and why it is parked."""
+    client = running_client(paths.runtime_dir())
+    if client is None:
+        workers: list[dict] = []
+    else:
+        with client:
+            workers = [_with_usage(w) for w in client.status() if name is None or w["name"] == name]
+    if as_json:
+        print_json(workers)
+        return
+    if client is None:
+        click.echo("No supervisor daemon is running: workers live only as long as one command "
+                   "(start one with: tark supervisor start)")
+        return
+    if not workers:
+        click.echo(f"Plugin '{name}' has no worker in the daemon yet" if name else "No plugin has run in the daemon yet")
+        return
+    console = make_console()
+    for w in workers:
+        header(console, f"=== {w['name']} ===")
+        state = w["state"] + (f" (pid {w['pid']}, up {w['uptime_s']:.0f} s)" if w.get("pid") else "")
+        console.print(f"State:      {state}")
+        if w.get("parked"):
+            console.print(f"Parked:     {w['parked']}")
+        if w.get("rss_mib") is not None:
+            console.print(f"Memory:     {w['uss_mib']:.1f} MiB unique / {w['rss_mib']:.1f} MiB RSS")
+            console.print(f"CPU:        {w['cpu_s']:.2f} s")
+        stats = w.get("stats") or {}
+        outcomes = ", ".join(f"{kind} {count}" for kind, count in sorted((stats.get("outcomes") or {}).items()))
+        console.print(f"Calls:      {w['calls']}" + (f" ({outcomes})" if outcomes else ""))
+        host_calls = stats.get("host_calls") or {}
+        if host_calls:
+            console.print("Host calls: " + ", ".join(
+                f"{cap} {c['allowed'] + c['denied']}" + (f" ({c['denied']} denied)" if c["denied"] else "")
+                for cap, c in sorted(host_calls.items())))
+        console.print(f"Denials:    {stats.get('denials', 0)}")
+        console.print(f"Restarts:   {w['restarts']}")
+        if w["last_error"]:
+            console.print(f"Last error: ({w.get('last_error_kind') or 'error'}) {w['last_error']}")
+        for warning in w.get("sandbox_warnings") or []:
+            console.print(f"Sandbox:    degraded: {warning}")
