@@ -339,3 +339,20 @@ def test_a_daemon_killed_with_sigkill_leaves_no_worker(daemon, tark_argv) -> Non
     os.kill(daemon_pid(), signal.SIGKILL)
     assert all_gone(workers, within_s=1.5)  # the fork server sees it go and kills its workers
     caller.wait(10)
+
+
+ECHO_PROVIDER = Path(__file__).resolve().parents[1] / "examples" / "echo-provider"
+
+
+@pytest.mark.skipif(not (ECHO_PROVIDER / "plugin.wasm").exists(), reason="examples not built (ops/scripts/test.sh)")
+def test_ctrl_c_at_the_chat_repl_exits_130_without_a_traceback(cli, tark_argv) -> None:
+    assert cli("plugin", "add", str(ECHO_PROVIDER)).exit_code == 0
+    process = subprocess.Popen([*tark_argv, "chat", "--provider", "echo-provider"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               env=dict(os.environ))
+    first = process.stderr.readline()  # "Chatting with ...": the REPL waits for a line
+    assert first.startswith("Chatting with"), first
+    os.killpg(process.pid, signal.SIGINT)
+    _out, err = process.communicate(timeout=15)
+    assert process.returncode == 130, err
+    assert err.strip() == "Interrupted." and "Traceback" not in err
