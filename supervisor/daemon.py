@@ -24,7 +24,6 @@ from supervisor.control import (
     write_token,
 )
 from policy.errors import PolicyError
-from supervisor.metrics import serve_metrics
 from supervisor.modules import ModuleCompileError
 from supervisor.plugin import PluginLoadError
 from supervisor.registry import RegistryError
@@ -83,7 +82,11 @@ def serve(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0,
                 log.exception("%s on plugin %s failed", request.op, request.plugin)
                 return Reply(ok=False, error=f"internal error: {exc}")
 
-        metrics = serve_metrics(metrics_port, supervisor.status) if metrics_port is not None else None
+        metrics = None
+        if metrics_port is not None:
+            from supervisor.metrics import serve_metrics  # prometheus-client only when metrics are asked for
+
+            metrics = serve_metrics(metrics_port, supervisor.status)
         if metrics is not None:
             log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", metrics[0].server_port)
 

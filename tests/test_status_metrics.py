@@ -72,7 +72,7 @@ def test_the_daemon_serves_prometheus_metrics_and_plugin_status(plugin, cli, run
         assert 'tark_plugin_uss_bytes{plugin="counted"}' in text
         shown = run_tark("plugin", "status", "counted", "--json")
         assert shown.returncode == 0, shown.stderr
-        (worker,) = json.loads(shown.stdout)
+        (worker,) = json.loads(shown.stdout)["workers"]
         assert worker["state"] == "running" and worker["uss_mib"] > 0 and worker["stats"]["denials"] == 1
         text_view = run_tark("plugin", "status", "counted").stdout
         assert "Host calls: env 2 (1 denied), log 1" in text_view and "Denials:    1" in text_view
@@ -83,4 +83,4 @@ def test_the_daemon_serves_prometheus_metrics_and_plugin_status(plugin, cli, run
 def test_plugin_status_without_a_daemon_says_so(run_tark) -> None:
     done = run_tark("plugin", "status")
     assert done.returncode == 0 and "No supervisor daemon is running" in done.stdout
-    assert json.loads(run_tark("plugin", "status", "--json").stdout) == []
+    assert json.loads(run_tark("plugin", "status", "--json").stdout) == {"running": False, "pid": None, "workers": []}

@@ -123,18 +123,19 @@ def _with_usage(worker: dict) -> dict:
 
 @click.command("status")
 @click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (as supervisor status, workers only).")
 def plugin_status_command(name: str | None, as_json: bool) -> None:
     """Each plugin's worker in the daemon: state, uptime, memory, CPU, calls, host calls by capability, denials,
     restarts, last error (a timeout shows as a timeout), lock-down steps not applied, and why it is parked."""
     client = running_client(paths.runtime_dir())
-    if client is None:
-        workers: list[dict] = []
-    else:
+    pid = None
+    workers: list[dict] = []
+    if client is not None:
         with client:
+            pid = client.ping()
             workers = [_with_usage(w) for w in client.status() if name is None or w["name"] == name]
     if as_json:
-        print_json(workers)
+        print_json({"running": client is not None, "pid": pid, "workers": workers})
         return
     if client is None:
         click.echo("No supervisor daemon is running: workers live only as long as one command "
