@@ -65,7 +65,7 @@ class Demo:
 def plugins_and_basics(demo: Demo) -> None:
     demo.section("Install every bundled example plugin (local directories)")
     for directory in sorted(p.parent for p in EXAMPLES.glob("*/plugin.toml")):
-        demo.run("plugin", "add", str(directory))
+        demo.run("plugin", "add", "--yes", str(directory))
     demo.section("List and inspect them")
     demo.run("plugin", "list")
     demo.run("plugin", "info", "echo-provider")
@@ -111,7 +111,7 @@ def auth_only_provider(demo: Demo) -> None:
         manifest.write_text(manifest.read_text().replace('http = ["api.example.com"]',
                                                          f'http = ["api.example.com", "{local}"]'))
         demo.say(f"a local OpenAI-compatible server listens on {local}; the plugin's manifest must allow it")
-        demo.run("plugin", "add", "--force", str(copy))
+        demo.run("plugin", "add", "--yes", "--force", str(copy))
         demo.run("chat", "--provider", "hello", "--json", "hi there",
                  env={"HELLO_TOKEN": "demo-token", "HELLO_ENDPOINT": f"{local}/v1"})
         if server.requests:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Iterable
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
+import idna
 
 from policy.errors import PatternError
 
@@ -41,14 +42,23 @@ def _normalize_host(raw: str, original: str) -> str:
         return host
     except ValueError:
         pass
-    try:
-        host = host.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise PatternError(f"'{original}': invalid host name {raw!r}") from exc
+    host = encode_host(host, original)
     labels = host.split(".")
     if not all(_LABEL.match(label) for label in labels):
         raise PatternError(f"'{original}': invalid host name {raw!r} (letters, digits, '-' and '.' only)")
     return host
+
+
+def encode_host(host: str, original: str) -> str:
+    """The ASCII form of a host name: IDNA 2008 (the `idna` package), the encoder httpx uses. The http capability
+    sends requests to exactly this form (UrlTarget.url), so the name checked is the name connected to: Python's
+    own "idna" codec (IDNA 2003) maps `faß.de` to `fass.de` while httpx would connect to `xn--fa-hia.de`."""
+    if host.isascii():
+        return host
+    try:
+        return idna.encode(host, uts46=False).decode("ascii")
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise PatternError(f"'{original}': invalid international host name {host!r}: {exc}") from None
 
 
 def _is_ip_literal(host: str) -> bool:
@@ -147,6 +157,7 @@ class UrlTarget:
     scheme_family: str
     host: str
     port: int
+    url: str = ""  # the URL to send: as given, with the host in the ASCII form that was checked
 
 
 class UrlRejected(PatternError):
@@ -173,7 +184,10 @@ def parse_url_target(url: str) -> UrlTarget:
     except PatternError as exc:
         raise UrlRejected(str(exc)) from exc
     family = _SCHEME_FAMILY[scheme]
-    return UrlTarget(scheme_family=family, host=host, port=port if port is not None else _DEFAULT_PORT[family])
+    netloc = host + (f":{port}" if port is not None else "")
+    checked_url = urlunsplit((scheme, netloc, parts.path, parts.query, parts.fragment))
+    return UrlTarget(scheme_family=family, host=host, port=port if port is not None else _DEFAULT_PORT[family],
+                     url=checked_url)
 
 
 def http_pattern_matches(pattern: HttpPattern, target: UrlTarget) -> bool:

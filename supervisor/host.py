@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import Awaitable, Callable, Mapping
 
+from policy.grants import EffectiveGrants, declared_only
 from policy.limits import Limits
 from supervisor import paths
 from supervisor.capabilities.audit import AUDIT_FILE, AuditLog
@@ -44,19 +45,29 @@ class PluginHost:
         home: str | None = None,
         audit_path: Path | None = None,
         secrets_dir: Path | None = None,
+        grants: Callable[[], EffectiveGrants] | None = None,
+        own_credentials: Callable[[], str | None] = lambda: None,
     ) -> None:
+        """`grants` gives the plugin's current effective grants (the supervisor passes Consent.grants(plugin),
+        which follows approvals and the admin policy). Without it every declared item counts as granted: only
+        tests and benchmarks construct a host that way."""
         self.plugin = plugin
         self.limits = limits
-        caps = plugin.manifest.capabilities
+        if grants is None:
+            fixed = declared_only(plugin.name, plugin.manifest.capabilities,
+                                  home=home if home is not None else os.path.expanduser("~"))
+            grants = lambda: fixed  # noqa: E731
+        self.grants = grants
         plugin_logger = logging.getLogger(f"tark.plugin.{plugin.name}")
         plugin_log = RateLimitedLogger(plugin_logger)  # the handlers' own messages; a hostile loop cannot flood
         self.audit = AuditLog(audit_path or paths.data_root() / AUDIT_FILE, plugin.name)
-        self.storage = StorageCapability(StorageConfig.derive(caps, plugin.data_dir, limits), self.audit, plugin_log)
-        self.http = HttpCapability(HttpConfig.derive(caps, limits), self.audit, plugin_log)
-        self.ws = WsCapability(WsConfig.derive(caps, limits), self.audit, plugin_log)
-        self.env = EnvCapability(EnvConfig.derive(caps, limits), os.environ if environ is None else environ,
+        self.storage = StorageCapability(StorageConfig.derive(grants, plugin.data_dir, limits), self.audit, plugin_log)
+        self.http = HttpCapability(HttpConfig.derive(grants, limits), self.audit, plugin_log)
+        self.ws = WsCapability(WsConfig.derive(grants, limits), self.audit, plugin_log)
+        self.env = EnvCapability(EnvConfig.derive(grants, limits), os.environ if environ is None else environ,
                                  self.audit, plugin_log, SecretReader(plugin.name, secrets_dir))
-        self.fs = FsCapability(FsConfig.derive(caps, home if home is not None else os.path.expanduser("~"), limits),
+        self.fs = FsCapability(FsConfig.derive(grants, home if home is not None else os.path.expanduser("~"), limits,
+                                               own_credentials),
                                self.audit, plugin_log)
         self.log = LogCapability(LogConfig.derive(plugin.name, limits), plugin_logger)
         self._plugin_log = plugin_log

@@ -6,17 +6,23 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from policy.admin_policy import AdminPolicyError
 from policy.limits import ResolvedLimits, resolve_limits
+from supervisor.consent.policy_file import PolicyLoader
 
 
-def admin_limits() -> tuple[Mapping[str, object], Mapping[str, Mapping[str, object]]]:
-    """The admin policy's [limits]: (defaults name -> value, per plugin: plugin -> name -> value).
-    None yet: the admin policy file is parsed by the consent work; wire its mappings in here."""
-    return {}, {}
+def admin_limits(loader: PolicyLoader | None = None
+                 ) -> tuple[Mapping[str, object], Mapping[str, Mapping[str, object]]]:
+    """The admin policy's [limits]: (defaults name -> value, per plugin: plugin -> name -> value)."""
+    try:
+        policy = (loader or PolicyLoader()).current()
+    except AdminPolicyError:
+        return {}, {}  # a broken policy grants nothing to any plugin (supervisor/consent); limits stay the defaults
+    return policy.limit_defaults, policy.limit_plugins
 
 
-def limits_for(name: str) -> ResolvedLimits:
-    defaults, per_plugin = admin_limits()
+def limits_for(name: str, loader: PolicyLoader | None = None) -> ResolvedLimits:
+    defaults, per_plugin = admin_limits(loader)
     return resolve_limits(admin=defaults, per_plugin=per_plugin.get(name, {}))
 
 

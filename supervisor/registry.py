@@ -293,8 +293,9 @@ class Registry:
         plugin = load_plugin_dir(final)
         return InstallOutcome(plugin=plugin, record=record, replaced=replacing)
 
-    def update(self, name: str) -> InstallOutcome:
-        """Re-fetch `name` from its recorded source; keeps data/, .disabled and installed_at."""
+    def update(self, name: str, vet: Callable[[StagedPlugin], None] | None = None) -> InstallOutcome:
+        """Re-fetch `name` from its recorded source; keeps data/, .disabled and installed_at. `vet` may refuse
+        the staged version (raise) before anything changes (the admin policy's install rules)."""
         plugin = self.get(name)
         record = self.record(plugin)
         if record is None:
@@ -303,9 +304,12 @@ class Registry:
         with self.stage(source_from_record(record)) as staged:
             if staged.name != name:
                 raise RegistryError(f"Plugin ID mismatch: expected '{name}', found '{staged.name}'")
+            if vet is not None:
+                vet(staged)
             return self.commit(staged, force=True, _update_of=plugin, _installed_at=record.installed_at or None)
 
-    def update_all(self, on_result: Callable[[UpdateResult], None] | None = None) -> UpdateSummary:
+    def update_all(self, on_result: Callable[[UpdateResult], None] | None = None,
+                   vet: Callable[[StagedPlugin], None] | None = None) -> UpdateSummary:
         results = []
         for plugin in self.list().plugins:
             try:
@@ -313,7 +317,7 @@ class Registry:
                     result = UpdateResult(plugin.name, "skipped", f"no install metadata "
                                                                   f"({plugin.install_record_path})")
                 else:
-                    self.update(plugin.name)
+                    self.update(plugin.name, vet)
                     result = UpdateResult(plugin.name, "updated")
             except (RegistryError, SourceError, OSError) as exc:
                 result = UpdateResult(plugin.name, "failed", str(exc))

@@ -40,7 +40,7 @@ def example_manifest(*, callback: bool = True, extra_oauth: str = "") -> str:
 @pytest.fixture
 def install(tmp_path: Path, cli):
     def add(source: Path) -> None:
-        result = cli("plugin", "add", str(source))
+        result = cli("plugin", "add", "--yes", str(source))
         assert result.exit_code == 0, result.output
 
     return add

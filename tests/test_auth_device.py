@@ -55,7 +55,7 @@ def test_tark_auth_runs_the_device_flow_and_stores_the_plugins_credentials(
         tmp_path: Path, cli, server: OAuthServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TARK_EXAMPLE_OAUTH", server.url)
     monkeypatch.setenv("TARK_EXAMPLE_OAUTH_PORT", str(free_port()))
-    assert cli("plugin", "add", str(build_example(tmp_path / "src", manifest=device_manifest()))).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(build_example(tmp_path / "src", manifest=device_manifest()))).exit_code == 0
     server.device_script = ["authorization_pending", "authorization_pending"]
 
     result = cli("auth", "oauth-demo", "--min-poll-interval", "0")
@@ -76,7 +76,7 @@ def test_device_flow_without_a_device_authorization_url_is_a_clear_error(
     monkeypatch.setenv("TARK_EXAMPLE_OAUTH", server.url)
     monkeypatch.setenv("TARK_EXAMPLE_OAUTH_PORT", "8976")
     manifest = device_manifest(**{'device_authorization_url = "${TARK_EXAMPLE_OAUTH}/device"\n': ""})
-    assert cli("plugin", "add", str(build_example(tmp_path / "src", manifest=manifest))).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(build_example(tmp_path / "src", manifest=manifest))).exit_code == 0
     result = cli("auth", "oauth-demo")
     assert result.exit_code == 1
     assert ("❌ Authentication failed: OAuth flow 'device_flow' needs device_authorization_url in the plugin's "

@@ -113,7 +113,7 @@ def server():
 def example(tmp_path: Path, cli, server: OAuthServer, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("TARK_EXAMPLE_OAUTH", server.url)
     monkeypatch.setenv("TARK_EXAMPLE_OAUTH_PORT", str(free_port()))
-    result = cli("plugin", "add", str(build_example(tmp_path / "src")))
+    result = cli("plugin", "add", "--yes", str(build_example(tmp_path / "src")))
     assert result.exit_code == 0, result.output
     return paths.config_dir() / "oauth-provider_oauth.json"
 

@@ -24,7 +24,7 @@ def installed(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch):
         source = tmp_path / "device-auth"
         shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("*.wasm"))
         (source / "plugin.wasm").write_bytes(bytes(wasmtime.wat2wasm((source / "plugin.wat").read_text())))
-        assert cli("plugin", "add", str(source)).exit_code == 0
+        assert cli("plugin", "add", "--yes", str(source)).exit_code == 0
         yield server
 
 

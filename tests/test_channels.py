@@ -137,7 +137,7 @@ PLUGINS = {
 def install(tmp_path: Path, cli) -> Callable[[str], None]:
     def add(name: str) -> None:
         make_guest(tmp_path / "src" / name, PLUGINS[name], name=name, type="channel", capabilities="storage = true")
-        done = cli("plugin", "add", str(tmp_path / "src" / name))
+        done = cli("plugin", "add", "--yes", str(tmp_path / "src" / name))
         assert done.exit_code == 0, done.output
 
     return add
@@ -187,7 +187,7 @@ def test_example_channel_webhook_feeds_the_poll_loop(tmp_path: Path, cli, run_ta
     shutil.copytree(REPO / "examples" / "echo-channel", tmp_path / "ex" / "echo-channel",
                     ignore=shutil.ignore_patterns("*.wasm"))
     build.build_examples(tmp_path / "ex")
-    assert cli("plugin", "add", str(tmp_path / "ex" / "echo-channel")).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(tmp_path / "ex" / "echo-channel")).exit_code == 0
 
     started = run_tark("channel", "start", "echo-channel", "--poll-ms", "20")
     assert started.returncode == 0, started.stderr
@@ -336,11 +336,11 @@ def test_start_needs_a_daemon_and_a_channel_plugin(tmp_path: Path, install, run_
     assert tark_json(cli, "channel", "status") == {"daemon": False, "webhook": None, "channels": []}
 
     make_guest(tmp_path / "tool", "", name="notachannel", type="tool")
-    assert cli("plugin", "add", str(tmp_path / "tool")).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(tmp_path / "tool")).exit_code == 0
     failing = probe_body(info=info("failing"), poll="", webhook="", send="").replace(
         "(global.set $started (i32.const 1)) (i32.const 0)", "(i32.const -3)")
     make_guest(tmp_path / "failing", failing, name="failing", type="channel")
-    assert cli("plugin", "add", str(tmp_path / "failing")).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(tmp_path / "failing")).exit_code == 0
     started = run_tark("supervisor", "start", "--webhook-port", "0")
     assert started.returncode == 0, started.stderr
     try:
@@ -400,7 +400,7 @@ def test_stored_credentials_reach_channel_auth_init_before_every_operation(tmp_p
     make_guest(tmp_path / "authed", AUTHED, name="authed", type="channel", capabilities="storage = true")
     manifest = tmp_path / "authed" / "plugin.toml"
     manifest.write_text(manifest.read_text() + OAUTH)
-    assert cli("plugin", "add", str(tmp_path / "authed")).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(tmp_path / "authed")).exit_code == 0
     done = cli("channel", "start", "authed")
     assert done.exit_code == 1 and done.stderr == "Error: Channel start failed with error code: -9\n"  # no credentials
 

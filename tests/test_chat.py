@@ -44,7 +44,7 @@ def built_examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def add(cli, directory: Path) -> None:
-    result = cli("plugin", "add", str(directory))
+    result = cli("plugin", "add", "--yes", str(directory))
     assert result.exit_code == 0, result.output
 
 

@@ -43,7 +43,7 @@ PROVIDER_BODY = r"""
 @pytest.fixture
 def probe(tmp_path: Path, cli):
     make_guest(tmp_path / "src", PROVIDER_BODY, name="probe", capabilities="storage = true")
-    result = cli("plugin", "add", str(tmp_path / "src"))
+    result = cli("plugin", "add", "--yes", str(tmp_path / "src"))
     assert result.exit_code == 0, result.output
     return "probe"
 
@@ -65,7 +65,7 @@ def test_json_output_is_exactly_one_line(probe, run_tark):
 
 def test_each_plugin_runs_in_its_own_worker_and_host_calls_reach_the_supervisor(probe, tmp_path, cli):
     make_guest(tmp_path / "other", PROVIDER_BODY, name="other", capabilities="storage = true")
-    assert cli("plugin", "add", str(tmp_path / "other")).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(tmp_path / "other")).exit_code == 0
     with Supervisor() as supervisor:
         first = supervisor.call("probe", "echo", ["one"])
         second = supervisor.call("other", "echo", ["two"])

@@ -36,7 +36,7 @@ def test_add_then_list(cli, make_plugin_dir, tmp_path: Path, plugins_root: Path)
                           extra='min_tark_version = "0.5.0"\ncolour = "blue"',
                           capabilities='storage = true\nhttp = ["api.example.com"]\nenv = ["API_KEY"]\n'
                                        'fs_read = ["~/.config/hello"]')
-    result = cli("plugin", "add", str(src))
+    result = cli("plugin", "add", "--yes", str(src))
     assert result.exit_code == 0, result.output
     assert lines(result.stdout) == [
         "=== Installing Plugin ===",
@@ -57,7 +57,7 @@ def test_add_then_list(cli, make_plugin_dir, tmp_path: Path, plugins_root: Path)
         f"Warning: {src}/plugin.toml: unknown key 'plugin.colour' is ignored (check for a typo)"]
 
     make_plugin_dir(tmp_path / "abc", name="abc", type="provider", description="short")
-    assert cli("plugin", "add", str(tmp_path / "abc")).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(tmp_path / "abc")).exit_code == 0
     assert cli("plugin", "disable", "abc").exit_code == 0
     listed = lines(cli("plugin", "list").stdout)
     assert listed[0] == "=== Installed Plugins ==="
@@ -85,7 +85,7 @@ def test_add_then_list(cli, make_plugin_dir, tmp_path: Path, plugins_root: Path)
 ])
 def test_add_failures_exit_1_without_traceback(cli, make_plugin_dir, tmp_path, kwargs, message) -> None:
     src = make_plugin_dir(tmp_path / "src", **kwargs)
-    result = cli("plugin", "add", str(src))
+    result = cli("plugin", "add", "--yes", str(src))
     assert result.exit_code == 1
     assert message.format(src=src) in result.stderr
     assert "Traceback" not in result.output
@@ -95,40 +95,40 @@ def test_add_failures_exit_1_without_traceback(cli, make_plugin_dir, tmp_path, k
 
 def test_add_twice_needs_force(cli, make_plugin_dir, tmp_path) -> None:
     src = make_plugin_dir(tmp_path / "src")
-    assert cli("plugin", "add", str(src)).exit_code == 0
-    again = cli("plugin", "add", str(src))
+    assert cli("plugin", "add", "--yes", str(src)).exit_code == 0
+    again = cli("plugin", "add", "--yes", str(src))
     assert again.exit_code == 1
     assert lines(again.stderr) == [
         "Error: Plugin 'hello' is already installed",
         "Use 'tark plugin update hello' to update it, or 'tark plugin add --force' to replace it."]
-    assert cli("plugin", "add", "--force", str(src)).exit_code == 0
+    assert cli("plugin", "add", "--yes", "--force", str(src)).exit_code == 0
 
 
 def test_add_missing_path_and_usage_errors(cli, tmp_path) -> None:
-    missing = cli("plugin", "add", str(tmp_path / "nope"))
+    missing = cli("plugin", "add", "--yes", str(tmp_path / "nope"))
     assert missing.exit_code == 1
     assert missing.stderr.startswith(f"Error: Path does not exist: {tmp_path / 'nope'}")
     assert cli("plugin", "add").exit_code == 2
-    assert cli("plugin", "add", "x", "--bogus").exit_code == 2
+    assert cli("plugin", "add", "--yes", "x", "--bogus").exit_code == 2
     assert cli("plugin", "nope").exit_code == 2
 
 
 def test_add_from_git_with_ref(cli, make_plugin_dir, make_git_repo, tmp_path) -> None:
     repo = make_git_repo(make_plugin_dir(tmp_path / "repo"))
     repo.tag("v0.1.0")
-    result = cli("plugin", "add", f"{repo.url}#v0.1.0")
+    result = cli("plugin", "add", "--yes", f"{repo.url}#v0.1.0")
     assert result.exit_code == 0, result.output
     out = lines(result.stdout)
     assert out[:4] == ["=== Installing Plugin ===", f"Repository: {repo.url}", "Branch:     v0.1.0",
                        "Cloning repository..."]
     assert f"Commit:     {repo.head()}" in out
 
-    conflicting = cli("plugin", "add", f"{repo.url}#v0.1.0", "-b", "main", "--force")
+    conflicting = cli("plugin", "add", "--yes", f"{repo.url}#v0.1.0", "-b", "main", "--force")
     assert conflicting.exit_code == 1 and "Conflicting git refs" in conflicting.stderr
-    missing = cli("plugin", "add", repo.url, "--branch", "v9.9.9", "--force")
+    missing = cli("plugin", "add", "--yes", repo.url, "--branch", "v9.9.9", "--force")
     assert missing.exit_code == 1
     assert lines(missing.stderr) == [f"Error: Git ref 'v9.9.9' not found in {repo.url}"]
-    nosub = cli("plugin", "add", repo.url, "-p", "plugins/none", "--force")
+    nosub = cli("plugin", "add", "--yes", repo.url, "-p", "plugins/none", "--force")
     assert lines(nosub.stderr) == ["Error: Subdirectory 'plugins/none' not found in repository"]
 
 
@@ -137,7 +137,7 @@ def test_info_text_and_json(cli, make_plugin_dir, make_git_repo, tmp_path, plugi
                     extra='author = "Ann"\nlicense = "MIT"\nmin_tark_version = "0.1.0"',
                     capabilities='http = ["api.example.com", "*.example.org"]\nshell = true')
     repo = make_git_repo(tmp_path / "repo")
-    assert cli("plugin", "add", repo.url, "-p", "hello", "-b", "main").exit_code == 0
+    assert cli("plugin", "add", "--yes", repo.url, "-p", "hello", "-b", "main").exit_code == 0
     installed = plugins_root / "hello"
     record = json.loads((installed / ".install.json").read_text())
 
@@ -196,7 +196,7 @@ def test_unknown_plugin(cli, command) -> None:
 
 
 def test_enable_disable_remove(cli, make_plugin_dir, tmp_path, plugins_root) -> None:
-    cli("plugin", "add", str(make_plugin_dir(tmp_path / "src")))
+    cli("plugin", "add", "--yes", str(make_plugin_dir(tmp_path / "src")))
     assert lines(cli("plugin", "disable", "hello").stdout) == ["✅ Disabled plugin: hello"]
     assert (plugins_root / "hello" / ".disabled").exists()
     assert lines(cli("plugin", "enable", "hello").stdout) == ["✅ Enabled plugin: hello"]
@@ -208,7 +208,7 @@ def test_enable_disable_remove(cli, make_plugin_dir, tmp_path, plugins_root) -> 
 
 def test_update_one_and_all(cli, make_plugin_dir, tmp_path, plugins_root) -> None:
     src = make_plugin_dir(tmp_path / "src", version="1.0.0")
-    cli("plugin", "add", str(src))
+    cli("plugin", "add", "--yes", str(src))
     cli("plugin", "disable", "hello")
     (plugins_root / "hello" / "data").mkdir()
     (plugins_root / "hello" / "data" / "storage.json").write_text('{"a": "b"}')
@@ -221,8 +221,8 @@ def test_update_one_and_all(cli, make_plugin_dir, tmp_path, plugins_root) -> Non
     assert (info["version"], info["enabled"]) == ("1.2.0", False)
     assert (plugins_root / "hello" / "data" / "storage.json").read_text() == '{"a": "b"}'
 
-    cli("plugin", "add", str(make_plugin_dir(tmp_path / "b", name="broken-later")))
-    cli("plugin", "add", str(make_plugin_dir(tmp_path / "c", name="copied")))
+    cli("plugin", "add", "--yes", str(make_plugin_dir(tmp_path / "b", name="broken-later")))
+    cli("plugin", "add", "--yes", str(make_plugin_dir(tmp_path / "c", name="copied")))
     (plugins_root / "copied" / ".install.json").unlink()
     (tmp_path / "b" / "plugin.toml").write_text("not = [valid")
     result = cli("plugin", "update", "--all")
@@ -271,7 +271,7 @@ def test_unexpected_errors_are_reported_without_traceback_unless_verbose() -> No
 
 def test_real_process_round_trip(run_tark, make_plugin_dir, tmp_path, plugins_root) -> None:
     src = make_plugin_dir(tmp_path / "src")
-    added = run_tark("plugin", "add", str(src))
+    added = run_tark("plugin", "add", "--yes", str(src))
     assert added.returncode == 0, added.stderr
     assert "✅ Successfully installed plugin: hello" in added.stdout
     listed = run_tark("plugin", "list", "--json")

@@ -33,7 +33,7 @@ BODY = r"""
 @pytest.fixture
 def daemon(tmp_path: Path, cli, run_tark):
     make_guest(tmp_path / "src", BODY, name="dplug")
-    assert cli("plugin", "add", str(tmp_path / "src")).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(tmp_path / "src")).exit_code == 0
     started = run_tark("supervisor", "start")
     assert started.returncode == 0, started.stderr
     assert "Supervisor daemon started" in started.stdout
@@ -157,7 +157,7 @@ def test_a_plugin_parked_after_repeated_crashes_starts_again_after_enable(daemon
 def test_an_update_that_only_replaces_the_wasm_gets_a_new_worker(tmp_path, cli, run_tark):
     source = tmp_path / "versioned"
     make_guest(source, BODY + '(func (export "version") (result i32) (i32.const 1))', name="versioned")
-    assert cli("plugin", "add", str(source)).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(source)).exit_code == 0
     assert run_tark("supervisor", "start").returncode == 0
     try:
         first = run_tark("plugin", "call", "versioned", "version", "--json")

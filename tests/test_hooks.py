@@ -158,7 +158,7 @@ def test_each_hook_and_the_tool_run_in_their_own_workers(tools_and_audit, cli, t
     shutil.copytree(tmp_path / "example-sources" / "audit-hook", second)
     toml = second / "plugin.toml"
     toml.write_text(toml.read_text().replace('name = "audit-hook"', 'name = "audit-2"'))
-    assert cli("plugin", "add", str(second)).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(second)).exit_code == 0
     with Supervisor() as supervisor:
         run = ToolRunner(supervisor, Registry(paths.plugins_dir())).run(
             "word-tools", "word_count", '{"text":"a b c d"}', confirm=lambda info: False)

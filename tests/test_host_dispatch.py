@@ -97,7 +97,7 @@ def test_default_audit_log_is_in_the_data_root(tmp_path: Path, isolated_env: Pat
 def test_check_is_one_pure_decision_per_request_kind() -> None:
     caps = Capabilities(storage=True, http=("*.example.com", "http://127.0.0.1:8080"), env=("APP_*",),
                         fs_read=("~/creds/*.json",), shell=False)
-    assert check(caps, StorageAccess()) == Decision(True, "storage = true in the manifest", "storage")
+    assert check(caps, StorageAccess()) == Decision(True, "storage granted", "storage")
     assert check(caps, HttpAccess("https://api.example.com/v1")).pattern == "*.example.com"
     assert not check(caps, HttpAccess("https://example.com/")).allowed  # apex is not a subdomain
     assert not check(caps, HttpAccess("http://api.example.com/")).allowed  # http is not https

@@ -54,7 +54,7 @@ def test_kill_during_copy_keeps_the_previous_version(plugins_root, make_plugin_d
     with open(v2 / "zz-big.bin", "wb") as handle:
         handle.truncate(BIG_FILE_BYTES)
 
-    process = subprocess.Popen([*tark_argv, "plugin", "add", "--force", str(v2)],
+    process = subprocess.Popen([*tark_argv, "plugin", "add", "--yes", "--force", str(v2)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     staged_big = None
     try:
@@ -145,8 +145,8 @@ def test_kill_during_a_first_install_leaves_nothing(plugins_root, make_plugin_di
 def test_concurrent_installs_never_corrupt_the_registry(plugins_root, make_plugin_dir, tmp_path, tark_argv) -> None:
     sources = [make_plugin_dir(tmp_path / "a", name="alpha"), make_plugin_dir(tmp_path / "b", name="beta"),
                make_plugin_dir(tmp_path / "h1", version="1.0.0"), make_plugin_dir(tmp_path / "h2", version="2.0.0")]
-    commands = [[*tark_argv, "plugin", "add", "--force", str(src)] for src in sources]
-    commands += [[*tark_argv, "plugin", "add", str(tmp_path / "h1")]]
+    commands = [[*tark_argv, "plugin", "add", "--yes", "--force", str(src)] for src in sources]
+    commands += [[*tark_argv, "plugin", "add", "--yes", str(tmp_path / "h1")]]
     processes = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
     results = [(p.wait(timeout=60), *p.communicate()) for p in processes]
 

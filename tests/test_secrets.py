@@ -31,7 +31,7 @@ ENV_EXPORT = r"""
 def two_plugins(tmp_path: Path, cli, plugins_root: Path) -> Registry:
     for name in ("alpha", "beta"):
         make_guest(tmp_path / name, ENV_EXPORT, name=name, capabilities='env = ["API_TOKEN"]')
-        assert cli("plugin", "add", str(tmp_path / name)).exit_code == 0
+        assert cli("plugin", "add", "--yes", str(tmp_path / name)).exit_code == 0
     return Registry(plugins_root)
 
 

@@ -47,7 +47,7 @@ def install_examples(cli, tmp_path: Path, *names: str) -> None:
         shutil.copytree(REPO / "examples" / name, root / name, ignore=shutil.ignore_patterns("*.wasm"))
     assert {d.name for d in build.build_examples(root)} == set(names)
     for name in names:
-        added = cli("plugin", "add", str(root / name))
+        added = cli("plugin", "add", "--yes", str(root / name))
         assert added.exit_code == 0, added.output
 
 
@@ -66,7 +66,7 @@ def tool_guest(tmp_path: Path, name: str, body: str, *, tools: str | None = None
 
 
 def add(cli, tmp_path: Path, name: str) -> None:
-    added = cli("plugin", "add", str(tmp_path / "src" / name))
+    added = cli("plugin", "add", "--yes", str(tmp_path / "src" / name))
     assert added.exit_code == 0, added.output
 
 

@@ -8,13 +8,12 @@ longer than the guest's buffer (env_max_result_bytes) is refused with -1 instead
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from typing import Callable, Mapping
 
 import attrs
 
-from policy.capabilities import EnvAccess, check
+from policy.grants import EffectiveGrants, EnvAccess
 from policy.limits import Limits
-from policy.manifest import Capabilities
 from supervisor.capabilities.audit import AuditLog
 from supervisor.capabilities.outcome import DENIED, FAILED, Outcome
 from supervisor.secrets import SecretError, SecretReader
@@ -22,12 +21,12 @@ from supervisor.secrets import SecretError, SecretReader
 
 @attrs.frozen
 class EnvConfig:
-    caps: Capabilities
+    grants: Callable[[], EffectiveGrants]  # the plugin's current effective grants (policy/grants.py)
     max_result_bytes: int
 
     @classmethod
-    def derive(cls, caps: Capabilities, limits: Limits) -> "EnvConfig":
-        return cls(caps=caps, max_result_bytes=limits.env_max_result_bytes)
+    def derive(cls, grants: Callable[[], EffectiveGrants], limits: Limits) -> "EnvConfig":
+        return cls(grants=grants, max_result_bytes=limits.env_max_result_bytes)
 
 
 class EnvCapability:
@@ -40,7 +39,7 @@ class EnvCapability:
         self._log = log
 
     def get(self, name: str) -> Outcome:
-        decision = check(self.config.caps, EnvAccess(name))
+        decision = self.config.grants().check(EnvAccess(name))
         if not decision.allowed:
             self._audit.denied("env", name, decision.reason)
             return Outcome(DENIED)

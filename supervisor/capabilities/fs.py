@@ -1,11 +1,12 @@
-"""tark:fs read — whole UTF-8 files the manifest's fs_read patterns cover.
+"""tark:fs read — whole UTF-8 files the plugin's effective fs_read grants cover (policy/grants.py).
 
 Codes (tark-core-abi.md §1.4): -1 bad path string, -2 denied, -3 read error (missing, directory, not a regular
 file, too big, not UTF-8). Fixes weaknesses 16-17: relative paths are denied instead of resolving against the
 supervisor's cwd, and the file opened is the one checked: the canonical path is opened with O_NOFOLLOW, the
 descriptor must be a regular file and /proc/self/fd must show the same canonical path (a directory swapped for
 a symlink between check and open is caught). tark's own directories and every plugin's credentials file are
-refused whatever fs_read says (supervisor/oauth/private_paths.py).
+refused whatever fs_read says (supervisor/oauth/private_paths.py), except the plugin's own credentials file when
+its own fs_read names it; /proc, /sys and /dev only when the admin policy names the path.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from typing import Callable
 
 import attrs
 
-from policy.capabilities import FsReadAccess, check
+from policy.grants import EffectiveGrants, FsReadAccess
 from policy.limits import Limits
-from policy.manifest import Capabilities
 from supervisor.capabilities.audit import AuditLog
 from supervisor.capabilities.outcome import DENIED, FAILED, READ_ERROR, Outcome
-from supervisor.oauth.private_paths import is_private, private_paths
+from supervisor.oauth.private_paths import private_paths
 
 MAX_PATH_BYTES = 4096
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
@@ -30,16 +30,18 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | getat
 
 @attrs.frozen
 class FsConfig:
-    caps: Capabilities
+    grants: Callable[[], EffectiveGrants]  # the plugin's current effective grants (policy/grants.py)
     home: str
     max_file_bytes: int
     max_result_bytes: int
     private: Callable[[], tuple[str, ...]] = private_paths
+    own_credentials: Callable[[], str | None] = lambda: None  # canonical path of the plugin's credentials file
 
     @classmethod
-    def derive(cls, caps: Capabilities, home: str, limits: Limits) -> "FsConfig":
-        return cls(caps=caps, home=home, max_file_bytes=limits.fs_max_file_bytes,
-                   max_result_bytes=limits.max_result_bytes)
+    def derive(cls, grants: Callable[[], EffectiveGrants], home: str, limits: Limits,
+               own_credentials: Callable[[], str | None] = lambda: None) -> "FsConfig":
+        return cls(grants=grants, home=home, max_file_bytes=limits.fs_max_file_bytes,
+                   max_result_bytes=limits.max_result_bytes, own_credentials=own_credentials)
 
 
 def expand_home(path: str, home: str) -> str:
@@ -73,11 +75,9 @@ class FsCapability:
         except OSError as exc:  # a component changed while it was being resolved
             self._log.info("fs.read %s: %s", expanded, exc.strerror or exc)
             return Outcome(READ_ERROR)
-        if is_private(canonical, self.config.private()):
-            self._audit.denied("fs_read", canonical, "tark's own files (credentials, storage, configuration) "
-                                                     "are never readable by plugins")
-            return Outcome(DENIED)
-        decision = check(self.config.caps, FsReadAccess(canonical, self.config.home, _resolve_pattern))
+        decision = self.config.grants().check(FsReadAccess(
+            canonical, self.config.home, _resolve_pattern, private=self.config.private(),
+            own_credentials=self.config.own_credentials()))
         if not decision.allowed:
             self._audit.denied("fs_read", canonical if canonical == path else f"{path} -> {canonical}",
                                decision.reason)

@@ -14,14 +14,14 @@ import logging
 import os
 import re
 import time
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 import httpx
 
-from policy.capabilities import HttpAccess, check
+from policy.grants import EffectiveGrants, HttpAccess
 from policy.limits import Limits
-from policy.manifest import Capabilities
+from policy.patterns import parse_url_target
 from supervisor.capabilities.audit import AuditLog
 from supervisor.capabilities.netguard import checked_async_transport, literal_hosts
 from supervisor.capabilities.outcome import DENIED, Outcome, tark_json
@@ -70,8 +70,7 @@ def _visible(value: bytes) -> str:
 
 @attrs.frozen
 class HttpConfig:
-    caps: Capabilities
-    literal_hosts: frozenset[str]
+    grants: Callable[[], EffectiveGrants]  # the plugin's current effective grants (policy/grants.py)
     connect_timeout_s: float
     total_timeout_s: float
     max_body_bytes: int
@@ -80,10 +79,9 @@ class HttpConfig:
     max_result_bytes: int
 
     @classmethod
-    def derive(cls, caps: Capabilities, limits: Limits) -> "HttpConfig":
+    def derive(cls, grants: Callable[[], EffectiveGrants], limits: Limits) -> "HttpConfig":
         return cls(
-            caps=caps,
-            literal_hosts=literal_hosts(caps.http_patterns),
+            grants=grants,
             connect_timeout_s=limits.http_connect_timeout_s,
             total_timeout_s=limits.http_total_timeout_s,
             max_body_bytes=limits.http_max_response_body_bytes,
@@ -109,7 +107,7 @@ class HttpCapability:
     def _pooled_client(self) -> httpx.AsyncClient:
         if self._client is None:
             client = httpx.AsyncClient(
-                transport=checked_async_transport(self.config.literal_hosts, self.config.max_concurrent),
+                transport=checked_async_transport(self._literal_hosts, self.config.max_concurrent),
                 trust_env=False,
                 follow_redirects=False,
             )
@@ -118,6 +116,9 @@ class HttpCapability:
                 client.headers.pop(name, None)
             self._client = client
         return self._client
+
+    def _literal_hosts(self) -> frozenset[str]:
+        return literal_hosts(self.config.grants().literal_http_hosts)
 
     async def get(self, url: str, headers: str) -> Outcome:
         return await self._request("GET", url, None, headers)
@@ -130,11 +131,12 @@ class HttpCapability:
             await self._client.aclose()
 
     async def _request(self, method: str, url: str, body: bytes | None, headers: str) -> Outcome:
-        decision = check(self.config.caps, HttpAccess(url))
+        decision = self.config.grants().check(HttpAccess(url))
         if not decision.allowed:
             self._audit.denied("http", url, decision.reason)
             return Outcome(DENIED)
         self._audit.allowed("http", url, decision.reason)
+        url = parse_url_target(url).url  # send to the host name exactly as it was checked (IDNA 2008 form)
         pairs = parse_header_pairs(headers)
         try:
             validate_header_pairs(pairs)
@@ -183,11 +185,12 @@ class HttpCapability:
                     return {"error": f"invalid redirect location {location[:200]!r}: {exc}"}
             finally:
                 await response.aclose()
-            decision = check(self.config.caps, HttpAccess(next_url))
+            decision = self.config.grants().check(HttpAccess(next_url))
             if not decision.allowed:
                 self._audit.denied("http", next_url, f"redirect from {url}: {decision.reason}")
                 return {"error": f"redirect to {next_url} not allowed"}
             self._audit.allowed("http", next_url, f"redirect from {url}: {decision.reason}")
+            next_url = parse_url_target(next_url).url
             if response.status_code == 303 and method != "HEAD" or (
                     response.status_code in (301, 302) and method == "POST"):
                 method, body = "GET", None

@@ -16,7 +16,7 @@ import typing
 import httpcore
 import httpx
 
-from policy.capabilities import refused_address_reason
+from policy.grants import refused_address_reason
 from policy.patterns import HttpPattern
 
 
@@ -34,6 +34,14 @@ def normalize_host(host: str) -> str:
 
 def literal_hosts(patterns: typing.Iterable[HttpPattern]) -> frozenset[str]:
     return frozenset(normalize_host(p.host) for p in patterns if p.names_address_literally)
+
+
+LiteralHosts = typing.Union[frozenset[str], typing.Callable[[], frozenset[str]]]
+
+
+def _current(literal: LiteralHosts) -> frozenset[str]:
+    """Literal hosts may be given as a callable, so a revoked grant stops exempting its address at once."""
+    return literal() if callable(literal) else literal
 
 
 def resolve_checked(host: str, port: int, literal: frozenset[str]) -> list[tuple]:
@@ -67,13 +75,13 @@ def connect_checked(host: str, port: int, timeout: float | None, literal: frozen
 
 
 class _CheckedBackend(httpcore.SyncBackend):
-    def __init__(self, literal: frozenset[str]) -> None:
+    def __init__(self, literal: LiteralHosts) -> None:
         self._literal = literal
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                     socket_options: typing.Iterable | None = None) -> httpcore.NetworkStream:
         try:
-            infos = resolve_checked(host, port, self._literal)
+            infos = resolve_checked(host, port, _current(self._literal))
         except OSError as exc:
             raise httpcore.ConnectError(str(exc)) from exc
         error: Exception | None = None
@@ -85,7 +93,7 @@ class _CheckedBackend(httpcore.SyncBackend):
         raise error or httpcore.ConnectError(f"no address for {host}")
 
 
-def checked_transport(literal: frozenset[str], max_connections: int) -> httpx.HTTPTransport:
+def checked_transport(literal: LiteralHosts, max_connections: int) -> httpx.HTTPTransport:
     """An httpx transport without proxies whose every TCP connect goes through resolve_checked."""
     transport = httpx.HTTPTransport(trust_env=False, retries=0)
     # httpx has no public option for httpcore's network backend; replace the (still empty) pool with one that
@@ -128,14 +136,14 @@ async def connect_checked_async(host: str, port: int, literal: frozenset[str]) -
 
 
 class _AsyncCheckedBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, literal: frozenset[str]) -> None:
+    def __init__(self, literal: LiteralHosts) -> None:
         self._literal = literal
         self._inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                           socket_options: typing.Iterable | None = None) -> httpcore.AsyncNetworkStream:
         try:
-            infos = await asyncio.wait_for(resolve_checked_async(host, port, self._literal), timeout)
+            infos = await asyncio.wait_for(resolve_checked_async(host, port, _current(self._literal)), timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise httpcore.ConnectError(str(exc) or "name resolution timed out") from exc
         error: Exception | None = None
@@ -154,7 +162,7 @@ class _AsyncCheckedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def checked_async_transport(literal: frozenset[str], max_connections: int) -> httpx.AsyncHTTPTransport:
+def checked_async_transport(literal: LiteralHosts, max_connections: int) -> httpx.AsyncHTTPTransport:
     """checked_transport for httpx.AsyncClient (host calls run on an event loop so they can be cancelled)."""
     transport = httpx.AsyncHTTPTransport(trust_env=False, retries=0)
     # As in checked_transport: the still-empty pool is replaced by one with the checked network backend.

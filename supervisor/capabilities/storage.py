@@ -24,13 +24,12 @@ import sqlite3
 import stat
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import attrs
 
-from policy.capabilities import StorageAccess, check
+from policy.grants import EffectiveGrants, StorageAccess
 from policy.limits import Limits
-from policy.manifest import Capabilities
 from supervisor.capabilities.audit import AuditLog
 from supervisor.capabilities.outcome import FAILED, Outcome
 
@@ -82,7 +81,7 @@ def strip_shipped_data(data_dir: Path, log: logging.Logger) -> None:
 
 @attrs.frozen
 class StorageConfig:
-    allowed: bool
+    grants: Callable[[], EffectiveGrants]  # the plugin's current effective grants (policy/grants.py)
     data_dir: Path
     quota_bytes: int
     max_key_bytes: int
@@ -91,9 +90,9 @@ class StorageConfig:
     busy_timeout_s: float
 
     @classmethod
-    def derive(cls, caps: Capabilities, data_dir: Path, limits: Limits) -> "StorageConfig":
+    def derive(cls, grants: Callable[[], EffectiveGrants], data_dir: Path, limits: Limits) -> "StorageConfig":
         return cls(
-            allowed=check(caps, StorageAccess()).allowed,
+            grants=grants,
             data_dir=data_dir,
             quota_bytes=limits.storage_quota_bytes,
             max_key_bytes=limits.storage_max_key_bytes,
@@ -354,10 +353,11 @@ class StorageCapability:
             raise StorageLimitError(f"value longer than {self.config.max_value_bytes} bytes")
 
     def _open(self, op: str, key: str) -> KeyValueStore | None:
-        if not self.config.allowed:
-            self._audit.denied("storage", f"{op} {key}", "the manifest does not declare storage = true")
+        decision = self.config.grants().check(StorageAccess())
+        if not decision.allowed:
+            self._audit.denied("storage", f"{op} {key}", decision.reason)
             return None
-        self._audit.allowed("storage", f"{op} {key}", "storage = true in the manifest")
+        self._audit.allowed("storage", f"{op} {key}", decision.reason)
         with self._open_lock:
             if self._store is None:
                 store = None

@@ -11,16 +11,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import attrs
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.asyncio.client import ClientConnection, connect
 
-from policy.capabilities import HttpAccess, check
+from policy.grants import EffectiveGrants, HttpAccess
 from policy.limits import Limits
-from policy.manifest import Capabilities
 from policy.patterns import parse_url_target
 from supervisor.capabilities.audit import AuditLog
 from supervisor.capabilities.http import InvalidHeader, parse_header_pairs, validate_header_pairs
@@ -41,8 +40,7 @@ def _recv_shape(*, closed: bool = False, error: str | None = None, message: str 
 
 @attrs.frozen
 class WsConfig:
-    caps: Capabilities
-    literal_hosts: frozenset[str]
+    grants: Callable[[], EffectiveGrants]  # the plugin's current effective grants (policy/grants.py)
     max_handles: int
     connect_timeout_s: float
     recv_max_bytes: int
@@ -52,10 +50,9 @@ class WsConfig:
     max_queued_messages: int
 
     @classmethod
-    def derive(cls, caps: Capabilities, limits: Limits) -> "WsConfig":
+    def derive(cls, grants: Callable[[], EffectiveGrants], limits: Limits) -> "WsConfig":
         return cls(
-            caps=caps,
-            literal_hosts=literal_hosts(caps.http_patterns),
+            grants=grants,
             max_handles=limits.ws_max_handles,
             connect_timeout_s=limits.ws_connect_timeout_s,
             recv_max_bytes=limits.ws_recv_max_bytes,
@@ -88,7 +85,8 @@ class WsCapability:
         self._ids = itertools.count(1)
 
     async def connect(self, url: str, headers: str) -> Outcome:
-        decision = check(self.config.caps, HttpAccess(url))
+        grants = self.config.grants()
+        decision = grants.check(HttpAccess(url))
         if not decision.allowed:
             self._audit.denied("http", url, f"websocket: {decision.reason}")
             return Outcome(DENIED)
@@ -109,9 +107,11 @@ class WsCapability:
             if name.lower() not in _HANDSHAKE_HEADERS:
                 pairs.append((name, value))
         target = parse_url_target(url)
+        url = target.url  # the host name exactly as checked (IDNA 2008 form)
         try:
             async with asyncio.timeout(self.config.connect_timeout_s):
-                sock = await connect_checked_async(target.host, target.port, self.config.literal_hosts)
+                sock = await connect_checked_async(target.host, target.port,
+                                                   literal_hosts(grants.literal_http_hosts))
         except (OSError, TimeoutError) as exc:
             return _json({"error": f"WebSocket connect failed: {exc or 'timed out'}", "ok": False})
         try:

@@ -30,6 +30,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl
 
 COMMAND_MODULES = (
     "supervisor.cli.plugin",
+    "supervisor.cli.plugin_consent",
     "supervisor.cli.plugin_audit",
     "supervisor.cli.plugin_secret",
     "supervisor.cli.call",

@@ -9,15 +9,20 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from policy.admin_policy import install_refusal
+from policy.grants import Approval, declared_items
 from policy.manifest import Manifest
+from policy.text import escape_control
 from supervisor import paths
+from supervisor.cli import plugin_consent as consent_ui
+from supervisor.consent.live import Consent
 from supervisor.control import DaemonClient
 from supervisor.daemon import running_client
 from supervisor.cli.output import cut, echo, header, make_console, plugin_json, print_json, status_word, warn
 from supervisor.install_record import InstallRecord
 from supervisor.plugin import InstalledPlugin
 from supervisor.plugin_limits import display_value, limits_for
-from supervisor.registry import Registry, UpdateResult
+from supervisor.registry import Registry, RegistryError, StagedPlugin, UpdateResult
 from supervisor.secrets import SecretStore
 from supervisor.sources import GitSource, LocalSource, parse_source
 from supervisor.wasm_check import sha256_file
@@ -57,8 +62,9 @@ def _capability_bullets(manifest: Manifest) -> list[str]:
 @click.option("-b", "--branch", "ref", metavar="REF", help="Git branch, tag or commit (same as SOURCE#REF).")
 @click.option("-p", "--path", "subdir", metavar="SUBDIR", help="Plugin directory inside the source.")
 @click.option("--force", is_flag=True, help="Replace an installed plugin of the same id (keeps its data/).")
-def add_command(source: str, ref: str | None, subdir: str | None, force: bool) -> None:
-    """Install a plugin from a directory or a git URL."""
+@click.option("-y", "--yes", is_flag=True, help="Approve every capability the plugin declares (scripts, CI).")
+def add_command(source: str, ref: str | None, subdir: str | None, force: bool, yes: bool) -> None:
+    """Install a plugin from a directory or a git URL, asking to approve each capability it declares."""
     console = make_console()
     header(console, "=== Installing Plugin ===")
     parsed = parse_source(source, ref=ref, subdir=subdir)
@@ -84,8 +90,24 @@ def add_command(source: str, ref: str | None, subdir: str | None, force: bool) -
             console.print(line)
         for message in staged.warnings:
             warn(message)
+        consent = Consent()
+        policy = consent.policy()
+        consent_ui.check_install_source(policy, info.name, parsed, staged.wasm_sha256)
+        items = declared_items(staged.manifest.capabilities)
+        previous = consent.approvals.get(info.name) if force else None
+        approved = consent_ui.decide_install(console, consent, policy, info.name, items, previous, yes)
         console.print("Installing...")
         outcome = registry.commit(staged, force=force)
+        approval = Approval(staged.manifest_sha256, staged.wasm_sha256, approved,
+                            revoked=previous.revoked - approved if previous else frozenset())
+        consent.record(info.name, approval, "approval", sorted(approved))
+        if previous is not None:
+            consent_ui.print_diff(console, info.name, tuple(sorted(previous.items | previous.pending)), items,
+                                  approval)
+        declined = [i for i in items if i not in approved]
+        if declined and not policy.install.admin_only:
+            console.print(f"Not approved (denied until you run `tark plugin approve {info.name} ITEM`): "
+                          f"{', '.join(escape_control(i) for i in declined)}")
     console.print(f"✅ Successfully installed plugin: {outcome.plugin.name}")
     console.print("The plugin will be loaded on next tark start.")
 
@@ -236,6 +258,7 @@ def remove_command(plugin_id: str) -> None:
     header(console, "=== Uninstalling Plugin ===")
     registry.remove(plugin_id)
     SecretStore().forget(plugin_id)  # a later plugin of the same name must not inherit them
+    Consent().approvals.forget(plugin_id)
     _tell_running_daemon(lambda daemon: daemon.stop_worker(plugin_id))
     console.print(f"✅ Successfully uninstalled plugin: {plugin_id}")
 
@@ -255,12 +278,22 @@ def update_command(plugin_id: str | None, update_all: bool) -> None:
         raise click.ClickException("Specify a plugin ID or use --all")
     registry = open_registry()
     console = make_console()
+    consent = Consent()
+    before = {p.name: declared_items(p.manifest.capabilities) for p in registry.list().plugins}
+    policy = consent.policy()
+
+    def vet(staged: StagedPlugin) -> None:
+        refusal = install_refusal(policy, name=staged.name, git_host=consent_ui.git_host(staged.source),
+                                  wasm_sha256=staged.wasm_sha256)
+        if refusal is not None:
+            raise RegistryError(f"Cannot update '{staged.name}': {refusal}")
     if plugin_id:
         header(console, "=== Updating Plugin ===")
         record = registry.record(registry.get(plugin_id))
         if record is not None:
             console.print(f"Updating {plugin_id} from {_describe(record)}")
-        registry.update(plugin_id)
+        outcome = registry.update(plugin_id, vet)
+        consent_ui.record_update(consent, console, outcome.plugin, before.get(plugin_id, ()))
         console.print(f"✅ Updated plugin: {plugin_id}")
         return
 
@@ -268,13 +301,14 @@ def update_command(plugin_id: str | None, update_all: bool) -> None:
 
     def report(result: UpdateResult) -> None:
         if result.status == "updated":
+            consent_ui.record_update(consent, console, registry.get(result.name), before.get(result.name, ()))
             console.print(f"✅ Updated {result.name}")
         elif result.status == "skipped":
             console.print(f"Skipped {result.name}: {result.message}")
         else:
             echo(f"Error: failed to update {result.name}: {result.message}", err=True)
 
-    summary = registry.update_all(on_result=report)
+    summary = registry.update_all(on_result=report, vet=vet)
     console.print(f"Done. updated={summary.count('updated')}, skipped={summary.count('skipped')}, "
                   f"failed={summary.count('failed')}")
     if summary.count("failed"):
