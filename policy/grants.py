@@ -534,3 +534,35 @@ def refused_address_reason(address: str) -> str | None:
         return "non-public address"
     return None
 
+
+
+def credentials_path_refusal(path: str, *, plugin: str, config_dir: str, data_root: str, home: str,
+                             others: Mapping[str, str], admin_allowed: Iterable[FsPattern]) -> str | None:
+    """Why `[oauth] credentials_path` (expanded, absolute, normalised) may not be used by `plugin`, or None.
+
+    A plugin's own credentials location is tark's default file `<config>/<id>_oauth.json` and the directory
+    `<config>/<id>/`. Anything else needs an admin `[allow] credentials_path` entry, and never names tark's data,
+    another plugin's default location, or the file another installed plugin's manifest names."""
+    config = config_dir.rstrip("/")
+    own_default, own_dir = f"{config}/{plugin}_oauth.json", f"{config}/{plugin}"
+
+    def under(root: str) -> bool:
+        return path == root or path.startswith(root.rstrip("/") + "/")
+
+    if under(data_root):
+        return f"it is inside tark's data directory {data_root}"
+    if path == own_default or under(own_dir):
+        return None
+    if under(config):
+        rest = path[len(config) + 1:]
+        first = rest.split("/", 1)[0]
+        other = first[: -len("_oauth.json")] if "/" not in rest and first.endswith("_oauth.json") else first
+        return (f"it is tark's credentials location for plugin '{other}', not this plugin's "
+                f"(use {own_default} or a file under {own_dir}/)")
+    for other, other_path in others.items():
+        if other != plugin and other_path == path:
+            return f"plugin '{other}' names the same file in its manifest"
+    if any(fs_allows([p.expanded(home)], path) for p in admin_allowed):
+        return None
+    return (f"it is outside the plugin's own credentials location ({own_default} or {own_dir}/); an administrator "
+            "can allow other paths with [allow] credentials_path in the admin policy")

@@ -217,6 +217,10 @@ def test_no_other_plugin_can_read_credentials_whatever_its_fs_read_covers(
         tmp_path: Path, cli, install, server, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path  # TARK_CONFIG_DIR and TARK_DATA_DIR are under it
     monkeypatch.setenv("HOME", str(home))
+    policy = tmp_path / "policy.toml"  # a credentials_path outside the plugin's own location needs the admin
+    policy.write_text('[allow]\ncredentials_path = ["~/secrets/*.json"]\n')
+    policy.chmod(0o600)
+    monkeypatch.setenv("TARK_POLICY", str(policy))
     install(build_example(tmp_path / "oauth-src", manifest=example_manifest()))
     custom = example_manifest(extra_oauth='credentials_path = "~/secrets/custom_oauth.json"\n')
     install(build_example(tmp_path / "custom-src", manifest=custom.replace('name = "oauth-provider"',

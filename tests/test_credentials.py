@@ -61,10 +61,61 @@ def test_saved_credentials_are_0600_and_replace_atomically(tmp_path, home):
     assert delete_credentials(plugin) == path and load_credentials(plugin) is None
 
 
-def test_custom_path_in_home_with_placeholders(tmp_path, home, monkeypatch):
+def test_custom_path_outside_the_plugins_own_location_needs_the_admin(tmp_path, home, monkeypatch):
     monkeypatch.setenv("APP", "gemini")
     plugin = plugin_with(tmp_path, "~/.${APP}/oauth_creds.json")
+    with pytest.raises(CredentialsError, match="outside the plugin's own credentials location"):
+        credentials_path(plugin)
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[allow]\ncredentials_path = ["~/.gemini/oauth_creds.json"]\n')
+    policy.chmod(0o600)
+    monkeypatch.setenv("TARK_POLICY", str(policy))
     assert credentials_path(plugin) == home / ".gemini" / "oauth_creds.json"
+
+
+def test_custom_path_inside_the_plugins_own_directory_needs_nobody(tmp_path, home):
+    plugin = plugin_with(tmp_path, str(paths.config_dir() / "creds" / "token.json"))
+    assert credentials_path(plugin) == paths.config_dir() / "creds" / "token.json"
+
+
+@pytest.mark.parametrize("written", ["{config}/victim_oauth.json", "{config}/victim/token.json",
+                                     "{config}/chatgpt_oauth.json"])
+def test_a_manifest_cannot_name_another_plugins_credentials(tmp_path, home, written):
+    """Attacker: credentials_path = tark's default file of another plugin, so `tark auth logout mine` deletes it
+    and `tark chat --provider mine` feeds it to my auth-init."""
+    plugin = plugin_with(tmp_path, written.format(config=paths.config_dir()))
+    with pytest.raises(CredentialsError, match="credentials location for plugin"):
+        credentials_path(plugin)
+
+
+def test_a_manifest_cannot_name_the_file_another_installed_plugins_manifest_names(
+        tmp_path, home, monkeypatch, cli, make_plugin_dir):
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[allow]\ncredentials_path = ["~/shared/*.json"]\n')
+    policy.chmod(0o600)
+    monkeypatch.setenv("TARK_POLICY", str(policy))
+    victim = OAUTH.replace('name = "creds"', 'name = "victim"') + 'credentials_path = "~/shared/victim.json"\n'
+    assert cli("plugin", "add", "--yes", str(make_plugin_dir(tmp_path / "victim", manifest=victim))).exit_code == 0
+    with pytest.raises(CredentialsError, match="plugin 'victim' names the same file"):
+        credentials_path(plugin_with(tmp_path, "~/shared/victim.json"))
+    assert credentials_path(plugin_with(tmp_path, "~/shared/mine.json")) == home / "shared" / "mine.json"
+
+
+def test_logout_deletes_only_files_tark_wrote_for_that_plugin(tmp_path, home, monkeypatch):
+    """Attacker: credentials_path names a file the user keeps (allowed by a broad admin entry); logout must not
+    delete it."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[allow]\ncredentials_path = ["~/*.json"]\n')
+    policy.chmod(0o600)
+    monkeypatch.setenv("TARK_POLICY", str(policy))
+    precious = home / "wallet.json"
+    precious.write_text('{"keep": true}')
+    with pytest.raises(CredentialsError, match="not written by tark"):
+        delete_credentials(plugin_with(tmp_path, "~/wallet.json"))
+    assert precious.read_text() == '{"keep": true}'
+    mine = plugin_with(tmp_path, "~/mine.json")
+    written = save_credentials(mine, "{}")
+    assert delete_credentials(mine) == written and not written.exists()
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import logging
 import os
 
 from supervisor import paths
-from supervisor.credentials import CredentialsError, credentials_path
+from supervisor.credentials import CredentialsError, declared_credentials_path
 from supervisor.registry import Registry, RegistryError
 
 _log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def private_paths() -> tuple[str, ...]:
         if plugin.manifest.oauth is None or not plugin.manifest.oauth.credentials_path:
             continue  # the default location is under config_dir
         try:
-            found.append(credentials_path(plugin))
+            found.append(declared_credentials_path(plugin))
         except CredentialsError:
             continue  # unresolved placeholder: nothing can be stored there either
     return tuple(os.path.realpath(p) for p in found)
