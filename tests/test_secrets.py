@@ -168,7 +168,7 @@ def test_on_a_terminal_the_value_is_asked_hidden_twice(two_plugins: Registry, ta
 def test_removing_a_plugin_forgets_its_secrets(cli, two_plugins: Registry, tmp_path: Path) -> None:
     assert cli("plugin", "secret", "set", "alpha", "API_TOKEN", input="old-owner").exit_code == 0
     assert cli("plugin", "remove", "alpha").exit_code == 0
-    assert cli("plugin", "add", str(tmp_path / "alpha")).exit_code == 0  # someone else's plugin, same name
+    assert cli("plugin", "add", "--yes", str(tmp_path / "alpha")).exit_code == 0  # someone else's plugin, same name
     assert cli("plugin", "secret", "list", "alpha").output == "No secrets for alpha.\n"
 
 
@@ -177,7 +177,7 @@ def test_a_plugin_cannot_read_secret_files_through_fs_read(cli, tmp_path: Path, 
     make_guest(tmp_path / "thief", ENV_EXPORT, name="thief",
                capabilities=f'fs_read = ["{isolated_env}/secrets/*", "{isolated_env}/secrets/victim.json"]')
     for name in ("victim", "thief"):
-        assert cli("plugin", "add", str(tmp_path / name)).exit_code == 0
+        assert cli("plugin", "add", "--yes", str(tmp_path / name)).exit_code == 0
     assert cli("plugin", "secret", "set", "victim", "API_TOKEN", input="victim-key").exit_code == 0
     registry = Registry(isolated_env / "plugins")
     with PluginHost(registry.get("thief"), environ={}) as thief:

@@ -34,7 +34,7 @@ def hostile_plugin(tmp_path: Path, make_plugin_dir, cli) -> str:
         '[capabilities]\nfs_read = ["/tmp/x\\r  Shell:   none"]\n'
     )
     make_plugin_dir(tmp_path / "src", manifest=manifest)
-    added = cli("plugin", "add", str(tmp_path / "src"))
+    added = cli("plugin", "add", "--yes", str(tmp_path / "src"))
     assert added.exit_code == 0, added.output
     return added.output
 
@@ -62,7 +62,7 @@ def test_json_output_is_json_escaped_and_round_trips(hostile_plugin: str, cli) -
 
 def test_errors_naming_manifest_text_are_escaped(tmp_path: Path, make_plugin_dir, cli) -> None:
     make_plugin_dir(tmp_path / "bad", manifest='[plugin]\nname = "x\\u001b[2J\\r"\nversion = "0.1.0"\ntype = "tool"\n')
-    result = cli("plugin", "add", str(tmp_path / "bad"))
+    result = cli("plugin", "add", "--yes", str(tmp_path / "bad"))
     assert result.exit_code == 1
     assert "\x1b" not in result.output and "\r" not in result.output
     assert "x\\x1b[2J\\r" in result.output
@@ -76,7 +76,7 @@ ECHO = r"""
 
 def test_plugin_output_printed_by_call_is_escaped(tmp_path: Path, cli) -> None:
     make_guest(tmp_path / "src", ECHO, name="parrot")
-    assert cli("plugin", "add", str(tmp_path / "src")).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(tmp_path / "src")).exit_code == 0
     plain = cli("plugin", "call", "parrot", "echo", "a\x1b[2Jb\rc\u202ed")
     assert plain.exit_code == 0, plain.output
     assert plain.output == "a\\x1b[2Jb\\rc\\u202ed\n"
