@@ -71,6 +71,25 @@ def plugins_and_basics(demo: Demo) -> None:
     demo.run("plugin", "info", "echo-provider")
 
 
+def consent(demo: Demo) -> None:
+    demo.section("Consent: a plugin gets what it declares AND you approved AND the admin policy allows")
+    copy = demo.home / "asker"
+    shutil.copytree(EXAMPLES / "hello-auth", copy)
+    manifest = copy / "plugin.toml"
+    manifest.write_text(manifest.read_text().replace('name = "hello-auth"', 'name = "hello-asker"'))
+    demo.say("with no terminal to ask on and no --yes, add lists what the plugin asks for and installs nothing")
+    demo.run("plugin", "add", str(copy), expect_ok=False)
+    demo.say("what echo-provider may do, item by item (it was installed with --yes above)")
+    demo.run("plugin", "permissions", "echo-provider")
+    demo.run("plugin", "revoke", "echo-provider", "env:ECHO_PREFIX")
+    demo.run("plugin", "approve", "echo-provider", "env:ECHO_PREFIX")
+    policy = demo.home / "policy.toml"
+    policy.write_text('[deny]\nenv = ["ECHO_PREFIX"]\n')
+    policy.chmod(0o600)
+    demo.say("an admin policy (/etc/tark/policy.toml; here the file TARK_POLICY names) beats any approval")
+    demo.run("plugin", "permissions", "echo-provider", env={"TARK_POLICY": str(policy)})
+
+
 def raw_calls(demo: Demo) -> None:
     demo.section("Call exports directly; each plugin runs in its own worker process")
     demo.run("plugin", "call", "echo-provider", "provider_info")
@@ -178,7 +197,7 @@ def tools_and_hooks(demo: Demo) -> None:
 
 
 SCENES: tuple[Callable[[Demo], None], ...] = (
-    plugins_and_basics, raw_calls, provider_chat, auth_only_provider, oauth_sign_in, channels, tools_and_hooks,
+    plugins_and_basics, consent, raw_calls, provider_chat, auth_only_provider, oauth_sign_in, channels, tools_and_hooks,
     daemon_mode,
 )
 
@@ -199,6 +218,7 @@ def main() -> int:
         "TARK_RUNTIME_DIR": str(home / "run"),
         "TARK_NO_BROWSER": "1",
     }
+    env.pop("TARK_POLICY", None)
     print(f"Demo data dir: {home}")
     demo = Demo(env, home)
     try:

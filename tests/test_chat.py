@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from policy.grants import declared_only
 from policy.manifest import Capabilities
 from supervisor.chat.openai_compat import ModelApiLimits, OpenAICompatClient
 from supervisor.chat.types import ChatError, Message
@@ -459,7 +460,8 @@ def test_model_api_failures_are_one_clear_error(cli, built_examples, tmp_path, s
 
 
 def test_model_api_client_bounds_time_and_size(server):
-    caps = Capabilities(http=(f"http://127.0.0.1:{server.port}",))
+    fixed = declared_only("p", Capabilities(http=(f"http://127.0.0.1:{server.port}",)))
+    caps = lambda: fixed  # noqa: E731 - the client takes the plugin's live grants
     ask = dict(endpoint=server.endpoint, token="t", headers={}, model="m", messages=[Message("user", "hi")])
     server.behaviour, server.delay_s = "slow", 5.0
     with contextlib.closing(OpenAICompatClient("p", caps, ModelApiLimits(total_timeout_s=0.3))) as client:

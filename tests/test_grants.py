@@ -227,3 +227,11 @@ def test_a_broken_policy_refuses_everything() -> None:
     g = refused_grants("demo", CAPS, "the admin policy is broken")
     assert not any(s.effective for s in g.items)
     assert g.check(StorageAccess()).reason == "the admin policy is broken"
+
+
+def test_the_commented_example_policy_parses() -> None:
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "ops" / "policy.example.toml"
+    parsed = parse_admin_policy(example.read_text(), str(example))
+    assert parsed.deny.shell is True and parsed.install.git_hosts == ("github.com",)

@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 
+from supervisor.consent.live import Consent
 from supervisor.chat.openai_compat import ModelApiLimits, OpenAICompatClient, parse_completion
 from supervisor.chat.plugin_link import PluginLink
 from supervisor.chat.types import ChatError, ChatReply, Message, json_kind
@@ -78,7 +79,7 @@ class AuthOnlyProvider:
     def __init__(self, link: PluginLink, limits: ModelApiLimits = ModelApiLimits()) -> None:
         self._link = link
         first = self._fetch()  # fail at start-up, before the user types anything
-        self._client = OpenAICompatClient(link.name, link.plugin.manifest.capabilities, limits)
+        self._client = OpenAICompatClient(link.name, Consent().grants(link.plugin), limits)
         try:
             self._client.allowed_url(require_openai_compat(first[0], link.name))
         except BaseException:

@@ -1,7 +1,8 @@
 """The OpenAI-compatible model API client of auth-only providers (`api_mode = "openai_compat"`).
 
 The supervisor, not the plugin, sends the user's conversation and the plugin's token to an endpoint the plugin
-chose. So the endpoint must be one the plugin's own `capabilities.http` allows (policy.capabilities.check), the
+chose. So the endpoint must be one the plugin's effective http grants allow (policy/grants.py: declared, approved
+and allowed by the admin policy), the
 connection goes through netguard (internal addresses only when a pattern names them literally), redirects are
 not followed, and time and response size are bounded.
 """
@@ -10,13 +11,13 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 import httpx
 
-from policy.capabilities import HttpAccess, check
-from policy.manifest import Capabilities
+from policy.grants import EffectiveGrants, HttpAccess
+from policy.patterns import parse_url_target
 from supervisor.capabilities.http import InvalidHeader, validate_header_pairs
 from supervisor.capabilities.netguard import checked_transport, literal_hosts
 from supervisor.chat.types import ChatError, ChatReply, Message, Usage, excerpt, json_kind
@@ -48,24 +49,27 @@ def completions_url(endpoint: str) -> httpx.URL:
 class OpenAICompatClient:
     """POSTs `{"model", "messages"}` to a plugin's endpoint with its token; one client per chat session."""
 
-    def __init__(self, plugin: str, caps: Capabilities, limits: ModelApiLimits = ModelApiLimits()) -> None:
+    def __init__(self, plugin: str, grants: Callable[[], EffectiveGrants],
+                 limits: ModelApiLimits = ModelApiLimits()) -> None:
         self._plugin = plugin
-        self._caps = caps
+        self._grants = grants
         self._limits = limits
-        self._client = httpx.Client(transport=checked_transport(literal_hosts(caps.http_patterns), 2),
-                                    trust_env=False, follow_redirects=False)
+        self._client = httpx.Client(
+            transport=checked_transport(lambda: literal_hosts(grants().literal_http_hosts), 2),
+            trust_env=False, follow_redirects=False)
 
     def close(self) -> None:
         self._client.close()
 
     def allowed_url(self, endpoint: str) -> httpx.URL:
         url = completions_url(endpoint)
-        decision = check(self._caps, HttpAccess(str(url)))
+        decision = self._grants().check(HttpAccess(str(url)))
         if not decision.allowed:
             raise ChatError(
                 f"Plugin '{self._plugin}' asks tark to send the conversation and its token to {url}, which its "
-                f"capabilities.http does not allow ({decision.reason}); the plugin's manifest must list that host")
-        return url
+                f"http grants do not allow ({decision.reason}); the plugin's manifest must list that host, and "
+                f"it must be approved (tark plugin permissions {self._plugin})")
+        return httpx.URL(parse_url_target(str(url)).url)  # the host exactly as checked (IDNA 2008 form)
 
     def complete(self, *, endpoint: str, token: str, headers: dict[str, str], model: str,
                  messages: list[Message]) -> dict[str, Any]:

@@ -42,6 +42,15 @@ def _strings(value: object) -> list[str]:
     return value
 
 
+def file_identity(path: str) -> FileIdentity:
+    """(device, inode, size, mtime) of `path`, None if it does not exist: one lstat, cheap enough per host call."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def default_approvals_dir() -> Path:
     return paths.data_root() / APPROVALS_DIR
 
@@ -56,11 +65,10 @@ class ApprovalStore:
         return self.directory / f"{name}.json"
 
     def identity(self, name: str) -> FileIdentity:
-        try:
-            st = os.stat(self._file(name), follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return file_identity(str(self._file(name)))
+
+    def record_path(self, name: str) -> str:
+        return str(self._file(name))
 
     def get(self, name: str) -> Approval | None:
         path = self._file(name)

@@ -21,7 +21,7 @@ from policy.admin_policy import AdminPolicy, AdminPolicyError
 from policy.errors import PatternError
 from policy.grants import Approval, EffectiveGrants, refused_grants, resolve_grants
 from supervisor.capabilities.audit import AuditLog, default_audit_path
-from supervisor.consent.approvals import ApprovalStore, ApprovalStoreError
+from supervisor.consent.approvals import ApprovalStore, ApprovalStoreError, file_identity
 from supervisor.consent.policy_file import PolicyLoader
 from supervisor.plugin import MANIFEST_FILE, InstalledPlugin
 
@@ -159,10 +159,11 @@ class LiveGrants:
         self._lock = threading.Lock()
         self._key: tuple | None = None
         self._grants: EffectiveGrants | None = None
+        self._record = consent.approvals.record_path(plugin.name)
 
     def __call__(self) -> EffectiveGrants:
         consent = self._consent
-        key = (consent.approvals.identity(self._plugin.name), consent.policies.identity())
+        key = (file_identity(self._record), consent.policies.identity())
         with self._lock:
             if key != self._key or self._grants is None:
                 self._grants = consent.resolve(self._plugin)

@@ -27,6 +27,18 @@ def policy_path(environ: Mapping[str, str] | None = None, system: Path = SYSTEM_
     return Path(named) if named else None
 
 
+def _policy_path_text() -> str | None:
+    """policy_path() as text, without building Path objects (asked on every host call)."""
+    try:
+        os.lstat(_SYSTEM_TEXT)
+        return _SYSTEM_TEXT
+    except FileNotFoundError:
+        return os.environ.get("TARK_POLICY") or None
+
+
+_SYSTEM_TEXT = str(SYSTEM_POLICY)
+
+
 def read_policy_file(path: Path) -> AdminPolicy:
     source = str(path)
     try:
@@ -52,7 +64,7 @@ def read_policy_file(path: Path) -> AdminPolicy:
 class PolicyLoader:
     """The current admin policy, cached by file identity. Thread-safe."""
 
-    def __init__(self, path: Callable[[], Path | None] = policy_path,
+    def __init__(self, path: Callable[[], Path | str | None] = _policy_path_text,
                  on_load: Callable[[AdminPolicy | None, str | None], None] | None = None) -> None:
         self._path = path
         self._on_load = on_load
@@ -62,14 +74,15 @@ class PolicyLoader:
         self._error: AdminPolicyError | None = None
 
     def identity(self) -> PolicyIdentity:
+        """Which file is in force and its (device, inode, size, mtime, mode, owner): two stat calls."""
         path = self._path()
         if path is None:
             return (None,)
         try:
             st = os.stat(path)
         except OSError as exc:
-            return (str(path), exc.errno)
-        return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode, st.st_uid)
+            return (path, exc.errno)
+        return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode, st.st_uid)
 
     def current(self) -> AdminPolicy:
         key = self.identity()
@@ -77,7 +90,7 @@ class PolicyLoader:
             if key != self._key:
                 path = self._path()
                 try:
-                    self._policy, self._error = (read_policy_file(path) if path else AdminPolicy()), None
+                    self._policy, self._error = (read_policy_file(Path(path)) if path else AdminPolicy()), None
                 except AdminPolicyError as exc:
                     self._policy, self._error = None, exc
                 self._key = key
