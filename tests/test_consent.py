@@ -23,6 +23,8 @@ BODY = r"""
     (call $env_get (local.get $p) (local.get $l) (local.get $ret)))
   (func (export "read") (param $p i32) (param $l i32) (param $ret i32) (result i32)
     (call $fs_read (local.get $p) (local.get $l) (local.get $ret)))
+  (func (export "store") (param $p i32) (param $l i32) (param $ret i32) (result i32)
+    (call $storage_set (local.get $p) (local.get $l) (local.get $p) (local.get $l)))
   (func (export "get") (param $p i32) (param $l i32) (param $ret i32) (result i32)
     (i32.store8 (i32.const 60) (i32.const 91)) (i32.store8 (i32.const 61) (i32.const 93))  ;; "[]"
     (call $http_get (local.get $p) (local.get $l) (i32.const 60) (i32.const 2) (local.get $ret)))
@@ -299,6 +301,18 @@ def test_admin_only_approvals(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPat
     assert items["env:TOKEN"]["effective"] and not items["env:OTHER"]["effective"]
     refused = cli("plugin", "approve", "managed", "env:OTHER")
     assert refused.exit_code == 1 and "admin-only" in refused.output
+
+
+def test_admin_limits_apply_per_plugin(tmp_path: Path, cli, run_tark, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TARK_POLICY", str(write_policy(
+        tmp_path / "policy.toml", "[limits]\nstorage_quota_bytes = 4096\n[limits.plugins.small]\n"
+                                  "storage_quota_bytes = 16\n")))
+    for name in ("small", "big"):
+        make_guest(tmp_path / name, BODY, name=name, capabilities="storage = true")
+        assert cli("plugin", "add", "--yes", str(tmp_path / name)).exit_code == 0
+    assert call(run_tark, "big", "store", "x" * 100)["ret"] == 0
+    assert call(run_tark, "small", "store", "x" * 100)["ret"] < 0  # 200 bytes over its 16-byte quota
+    assert call(run_tark, "small", "store", "abc")["ret"] == 0
 
 
 # ------------------------------------------------------------------------------------------ holes
