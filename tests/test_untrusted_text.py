@@ -103,7 +103,7 @@ def test_a_key_name_with_a_carriage_return_cannot_overprint_the_capability_summa
     manifest = ('[plugin]\nname = "keys"\nversion = "0.1.0"\ntype = "tool"\n'
                 '"x\\r  \\u2022 HTTP to: nothing\\n  \\u2022 Shell: none" = 1\n[capabilities]\nshell = true\n')
     make_plugin_dir(tmp_path / "src", manifest=manifest)
-    for result in (cli("plugin", "add", str(tmp_path / "src")), cli("plugin", "info", "keys")):
+    for result in (cli("plugin", "add", "--yes", str(tmp_path / "src")), cli("plugin", "info", "keys")):
         assert result.exit_code == 0, result.output
         assert "\r" not in result.output
         assert not any(line.startswith("  • Shell: none") for line in result.output.splitlines())
