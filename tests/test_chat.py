@@ -422,7 +422,7 @@ def test_endpoint_outside_the_plugins_http_capability_is_refused(cli, built_exam
     result = cli("chat", "--provider", "hello-auth", "hi")
     assert result.exit_code == 1
     assert (f"Plugin 'hello-auth' asks tark to send the conversation and its token to {server.endpoint}"
-            "/chat/completions, which its capabilities.http does not allow") in result.output
+            "/chat/completions, which its http grants do not allow") in result.output
     assert server.requests == []
 
 
