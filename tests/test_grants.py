@@ -22,7 +22,7 @@ from policy.grants import (
     resolve_grants,
     sensitive_path_refusal,
 )
-from policy.limits import Limits, with_overrides
+from policy.limits import resolve_limits
 from policy.manifest import Capabilities
 from policy.patterns import parse_url_target
 
@@ -153,9 +153,9 @@ def test_policy_limits_install_and_lockdown() -> None:
                "http_total_timeout_s = 5\n[install]\nlocal = false\ngit_hosts = ['GitHub.com']\n"
                f"[install.pinned]\necho = '{'a' * 64}'\n[lockdown]\nrequire = ['seccomp', 'landlock']\n")
     assert p.limit_defaults == {"storage_quota_bytes": 1048576}
-    limits = with_overrides(Limits(), p.limit_defaults, p.limit_plugins["echo"])
-    assert (limits.storage_quota_bytes, limits.http_total_timeout_s) == (4096, 5.0)
-    assert isinstance(limits.storage_quota_bytes, int)
+    resolved = resolve_limits(admin=p.limit_defaults, per_plugin=p.limit_plugins["echo"])
+    assert (resolved.limits.storage_quota_bytes, resolved.limits.http_total_timeout_s) == (4096, 5)
+    assert resolved.sources["storage_quota_bytes"] == "admin policy, per plugin"
     assert p.required_layers == ("seccomp", "landlock")
     assert "local directories" in install_refusal(p, name="x", git_host=None, wasm_sha256="b" * 64)
     assert "github.com" in install_refusal(p, name="x", git_host="evil.org", wasm_sha256="b" * 64)
