@@ -95,3 +95,100 @@ class Supervisor:
     def _host(self, plugin: InstalledPlugin) -> PluginHost:
         return PluginHost(plugin, self.limits_for(plugin.name).limits, grants=self.consent.grants(plugin),
                           own_credentials=lambda: _own_credentials(plugin))
+
+    def _plugin(self, name: str) -> InstalledPlugin:
+        # Read afresh on every call: the pool restarts the worker of a plugin that changed on disk.
+        plugin = self.registry.get(name)
+        if not plugin.enabled:
+            raise CallRefused(f"Plugin '{name}' is disabled; enable it with: tark plugin enable {name}")
+        try:
+            self.consent.verify_pins(plugin)  # never run files other than the approved ones
+        except PinMismatch as exc:
+            raise CallRefused(str(exc)) from None
+        return plugin
+
+    def exports(self, name: str) -> dict[str, tuple[list[str], list[str]]]:
+        """The plugin's exported functions and their core signatures, read from the module itself."""
+        plugin = self._plugin(name)
+        return {export: (list(params), list(results))
+                for export, (params, results) in self.modules.exports(plugin.wasm_path, name).items()}
+
+    def call(self, name: str, export: str, args: list[str], *, timeout_s: float | None = None,
+             instance: str = "fresh", cancel_fd: int | None = None) -> CallResult:
+        """Call `export` with string arguments. `instance` "fresh" = a new instance for this call (tark's rule);
+        another name = a long-lived instance kept until `end_instance` (a channel's poll loop)."""
+        plugin = self._plugin(name)
+        exports = self.modules.exports(plugin.wasm_path, name)
+        if export not in exports:
+            raise CallRefused(f"Plugin does not export '{export}' function")
+        params, results = exports[export]
+        try:
+            shape = export_shape(export, tuple(params), tuple(results))
+        except ExportShapeError as exc:
+            raise CallRefused(str(exc)) from None
+        if len(args) != shape.string_args:
+            raise CallRefused(
+                f"export '{export}' takes {shape.string_args} string argument(s), {len(args)} given"
+            )
+        limits = self.limits_for(name).limits
+        encoded = [a.encode() for a in args]
+        try:  # at the door: a worker never sees an argument over the limit (docs/limits.md)
+            check_call_args(export, [len(a) for a in encoded], limits, MAX_PAYLOAD_BYTES, MAX_ARGS_BYTES)
+        except ArgumentTooLarge as exc:
+            raise CallRefused(str(exc)) from None
+        outcome: CallOutcome = self.pool.call(
+            plugin, export, encoded, shape.result_capacity, timeout_s=timeout_s or limits.call_timeout_s,
+            instance=instance, cancel_fd=cancel_fd,
+        )
+        return _result(name, export, outcome)
+
+    def end_instance(self, name: str, instance: str) -> None:
+        self.pool.end_instance(name, instance)
+
+    def stop_worker(self, name: str) -> None:
+        """Stop the plugin's worker now (it was disabled or removed); a later call would start a new one."""
+        self.pool.stop(name)
+
+    def reset(self, name: str) -> None:
+        """Forget a plugin's crash record, so a plugin parked after repeated crashes may start again."""
+        self.pool.reset(name)
+
+    def status(self) -> list[dict]:
+        return [attrs.asdict(s) for s in self.pool.status()]
+
+    def close(self) -> None:
+        self.pool.close()
+        self.modules.close()
+        self.security_events.close()
+
+    def __enter__(self) -> "Supervisor":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _own_credentials(plugin: InstalledPlugin) -> str | None:
+    try:
+        return os.path.realpath(credentials_path(plugin))
+    except (CredentialsError, OSError):
+        return None
+
+
+def _result(name: str, export: str, outcome: CallOutcome) -> CallResult:
+    output = None
+    error = outcome.error_message
+    if outcome.output is not None:
+        try:
+            output = outcome.output.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            error = error or f"Invalid UTF-8 in result (byte {exc.start})"
+    return CallResult(
+        plugin=name,
+        export=export,
+        ret=outcome.ret,
+        output=output,
+        error=error,
+        error_kind=outcome.error_kind if outcome.error_message else ("bad_result" if error else None),
+        worker_pid=outcome.worker_pid,
+    )
