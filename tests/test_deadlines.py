@@ -212,7 +212,7 @@ def assert_interrupted(code: int, err: str) -> None:
 def installed(tmp_path: Path, cli, hanging):
     server, port = hanging
     probe(tmp_path, port)
-    assert cli("plugin", "add", str(tmp_path / "probe")).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(tmp_path / "probe")).exit_code == 0
     return server, port
 
 
