@@ -346,7 +346,7 @@ ECHO_PROVIDER = Path(__file__).resolve().parents[1] / "examples" / "echo-provide
 
 @pytest.mark.skipif(not (ECHO_PROVIDER / "plugin.wasm").exists(), reason="examples not built (ops/scripts/test.sh)")
 def test_ctrl_c_at_the_chat_repl_exits_130_without_a_traceback(cli, tark_argv) -> None:
-    assert cli("plugin", "add", str(ECHO_PROVIDER)).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(ECHO_PROVIDER)).exit_code == 0
     process = subprocess.Popen([*tark_argv, "chat", "--provider", "echo-provider"], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                env=dict(os.environ))

@@ -62,7 +62,7 @@ def test_a_memory_bomb_stops_at_the_cap_with_an_error_naming_it(make_pool, guest
 
 
 def test_an_oversized_argument_is_refused_before_any_worker_sees_it(cli, guest) -> None:
-    assert cli("plugin", "add", str(guest.directory)).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(guest.directory)).exit_code == 0
     with Supervisor() as supervisor:
         started = time.monotonic()
         with pytest.raises(CallRefused) as refused:
@@ -74,7 +74,7 @@ def test_an_oversized_argument_is_refused_before_any_worker_sees_it(cli, guest) 
 
 
 def test_an_admin_limit_on_argument_size_applies_to_that_plugin(cli, guest) -> None:
-    assert cli("plugin", "add", str(guest.directory)).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(guest.directory)).exit_code == 0
     resolved = resolve_limits(per_plugin={"call_max_arg_bytes": 1000})
     with Supervisor(resolve_limits=lambda name: resolved) as supervisor:
         with pytest.raises(CallRefused, match="1001 bytes, over the 1000 bytes limit"):
@@ -86,7 +86,7 @@ def test_a_16_mb_argument_through_the_daemon_is_refused_by_the_client(cli, guest
     from supervisor.control import DaemonClient
     import os
 
-    assert cli("plugin", "add", str(guest.directory)).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(guest.directory)).exit_code == 0
     assert run_tark("supervisor", "start").returncode == 0
     try:
         with DaemonClient(Path(os.environ["TARK_RUNTIME_DIR"])) as client:
@@ -173,7 +173,7 @@ def test_the_worker_and_engine_derive_from_the_resolved_limits(tmp_path: Path) -
 def test_plugin_info_shows_each_limit_and_where_it_came_from(cli, guest, run_tark) -> None:
     import json
 
-    assert cli("plugin", "add", str(guest.directory)).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(guest.directory)).exit_code == 0
     shown = run_tark("plugin", "info", "grower")
     assert shown.returncode == 0, shown.stderr
     assert "call_timeout_s:" in shown.stdout and "120 s" in shown.stdout

@@ -126,7 +126,7 @@ def test_through_the_cli_a_swapped_entry_is_audited_and_the_plugin_still_runs_it
     from supervisor.capabilities.audit import default_audit_path, read_audit_trail
 
     make_guest(tmp_path / "src", ECHO, name="echoer")
-    assert cli("plugin", "add", str(tmp_path / "src")).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(tmp_path / "src")).exit_code == 0
     first = cli("plugin", "call", "echoer", "echo", "hi", "--json")
     assert json.loads(first.stdout)["output"] == "hi", first.output
     [artifact] = (paths.cache_dir() / "modules").glob("*.cwasm")

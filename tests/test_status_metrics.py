@@ -59,7 +59,7 @@ def free_port() -> int:
 
 
 def test_the_daemon_serves_prometheus_metrics_and_plugin_status(plugin, cli, run_tark) -> None:
-    assert cli("plugin", "add", str(plugin.directory)).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(plugin.directory)).exit_code == 0
     port = free_port()
     started = run_tark("supervisor", "start", "--metrics-port", str(port))
     assert started.returncode == 0, started.stderr
