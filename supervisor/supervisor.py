@@ -86,6 +86,7 @@ class Supervisor:
             idle_timeout_s=idle_timeout_s,
             limits=lambda plugin: worker_limits or WorkerLimits.derive(self.limits_for(plugin.name).limits),
             security_events=self.security_events,
+            pinned_wasm=self.consent.approved_wasm_sha256,
         )
 
     def limits_for(self, name: str) -> ResolvedLimits:

@@ -217,8 +217,12 @@ class WorkerPool:
         restart: RestartPolicy = RestartPolicy(),
         worker_entry: Callable[[bytes], None] = run,
         security_events: SecurityEvents = log_security_event,
+        pinned_wasm: Callable[[InstalledPlugin], str | None] = lambda plugin: None,
     ) -> None:
+        """`pinned_wasm(plugin)` is the approved sha256 of its wasm (supervisor/consent): the bytes compiled for a
+        worker must have it, so a file swapped after the supervisor's pin check is never run."""
         self._runtime_dir = Path(runtime_dir)
+        self._pinned_wasm = pinned_wasm
         self._modules = module_cache
         self._host_factory = host_factory
         self._idle_timeout_s = idle_timeout_s
@@ -619,7 +623,8 @@ class WorkerPool:
         except OSError as exc:
             raise _Fail(START_FAILED, f"could not start the fork server: {exc}", kill=False) from None
         try:
-            module = self._modules.load(plugin.wasm_path, plugin.name, settings)
+            module = self._modules.load(plugin.wasm_path, plugin.name, settings,
+                                        expected_sha256=self._pinned_wasm(plugin))
         except ModuleCompileError as exc:
             raise _Fail(START_FAILED, str(exc), kill=False) from None
         endpoint_path = self._runtime_dir / f"w-{plugin.name}-{secrets.token_hex(6)}.sock"

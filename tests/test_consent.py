@@ -359,3 +359,12 @@ def test_a_provider_reads_its_own_credentials_file_when_its_fs_read_names_it(
         "ret": 23, "output": '{"access_token":"mine"}'}
     assert call(run_tark, "chatgpt", "read", "~/.config/tark/victim_oauth.json")["ret"] == -2
     assert call(run_tark, "chatgpt", "read", str(paths.data_root() / "approvals" / "chatgpt.json"))["ret"] == -2
+
+
+def test_the_pool_compiles_only_the_approved_wasm(make_pool, tmp_path: Path) -> None:
+    """A swap between the supervisor's pin check and the worker's start: the bytes read for the worker are the
+    ones checked against the approved digest, so the swapped module never runs."""
+    plugin = make_guest(tmp_path / "src", BODY, name="raced")
+    pool = make_pool(pinned_wasm=lambda p: "0" * 64)
+    outcome = pool.call(plugin, "env", [b"X"], 256)
+    assert outcome.error_kind == "start_failed" and "not the approved module" in outcome.error_message

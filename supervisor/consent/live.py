@@ -143,6 +143,15 @@ class Consent:
                 f"`tark plugin permissions {name}` and run `tark plugin approve {name}`; otherwise reinstall it.")
         return current
 
+    def approved_wasm_sha256(self, plugin: InstalledPlugin) -> str | None:
+        """The wasm digest the user approved (the worker pool compiles only those bytes); None without a record,
+        which verify_pins already refuses."""
+        try:
+            approval = self.approvals.get(plugin.name)
+        except ApprovalStoreError:
+            return None
+        return approval.wasm_sha256 if approval is not None else None
+
     def record(self, name: str, approval: Approval, kind: str, items: list[str] | tuple[str, ...]) -> None:
         """Store an approval and audit it (`kind` is approval, revocation or update)."""
         self.approvals.put(name, approval)
