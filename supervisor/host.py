@@ -72,12 +72,13 @@ class PluginHost:
         self.log = LogCapability(LogConfig.derive(plugin.name, limits), plugin_logger)
         self._plugin_log = plugin_log
         self._closed = threading.Event()
+        self.call_deadline: float | None = None  # the running call's (monotonic), set by the pool: see set_call
         self._io = IoLoop(f"host-io-{plugin.name}")
         # Quick host calls, answered inline on the calling thread (the host-call round trip stays short).
         self._handlers: dict[type, Callable[..., Outcome]] = {
             protocol.StorageGet: lambda r: self.storage.get(r.key),
-            protocol.StorageSet: lambda r: self.storage.set(r.key, r.value),
-            protocol.StorageDelete: lambda r: self.storage.delete(r.key),
+            protocol.StorageSet: lambda r: self.storage.set(r.key, r.value, self.call_deadline),
+            protocol.StorageDelete: lambda r: self.storage.delete(r.key, self.call_deadline),
             protocol.EnvGet: lambda r: self.env.get(r.name),
             protocol.FsRead: lambda r: self.fs.read(r.path),
         }
@@ -94,6 +95,11 @@ class PluginHost:
     @property
     def name(self) -> str:
         return self.plugin.name
+
+    def set_call(self, deadline: float | None) -> None:
+        """The deadline of the call now running (None between calls): a storage write waiting for another
+        writer gives up there (network host calls are cancelled by the pool instead)."""
+        self.call_deadline = deadline
 
     def begin(self, request: protocol.HostRequest) -> concurrent.futures.Future[protocol.HostReply] | None:
         """Start a host call that waits on the network and return its future (cancel it to abort the work), or

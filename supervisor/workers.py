@@ -397,6 +397,9 @@ class WorkerPool:
         if call.cancel_fd is not None:
             poller.register(call.cancel_fd, zmq.POLLIN)
         pending: _Pending | None = None
+        set_call = getattr(worker.host, "set_call", None)
+        if set_call is not None:
+            set_call(call.deadline)
         try:
             self._send(worker, invoke, invoke)
             while True:
@@ -433,6 +436,8 @@ class WorkerPool:
                 if call.cancel_fd is not None and call.cancel_fd in events:
                     raise _Fail(CANCELLED, call.cancelled_message("its caller went away"), kill=True, crash=False)
         finally:
+            if set_call is not None:
+                set_call(None)
             if pending is not None:
                 pending.future.cancel()  # cancels the host work itself (the request, the recv)
             if call.cancel_fd is not None:

@@ -356,3 +356,31 @@ def test_ctrl_c_at_the_chat_repl_exits_130_without_a_traceback(cli, tark_argv) -
     _out, err = process.communicate(timeout=15)
     assert process.returncode == 130, err
     assert err.strip() == "Interrupted." and "Traceback" not in err
+
+
+STORAGE_BODY = r"""
+  (data (i32.const 100) "key")
+  (func (export "write") (param i32 i32) (result i32)
+    (call $storage_set (i32.const 100) (i32.const 3) (local.get 0) (local.get 1)))
+"""
+
+
+def test_the_deadline_bounds_a_storage_write_waiting_for_another_writer(make_pool, tmp_path: Path) -> None:
+    import sqlite3
+
+    from supervisor.capabilities.storage import DB_FILE
+
+    plugin = make_guest(tmp_path / "writer", STORAGE_BODY, name="writer", capabilities="storage = true")
+    pool = make_pool()
+    assert pool.call(plugin, "write", [b"first"], None).ret == 0  # the database exists
+    # Another process (here: another connection) holds the write lock; the busy timeout alone would wait 5 s.
+    holder = sqlite3.connect(plugin.data_dir / DB_FILE, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        outcome = pool.call(plugin, "write", [b"second"], None, timeout_s=1)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert outcome.duration_s < 3
+    assert outcome.error_kind == "timeout" or outcome.ret == -1  # the write gave up at the deadline
+    assert pool.call(plugin, "write", [b"third"], None, timeout_s=5).ret == 0

@@ -23,6 +23,7 @@ import shutil
 import sqlite3
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -112,6 +113,7 @@ class KeyValueStore:
     def __init__(self, db_path: Path, busy_timeout_s: float, log: logging.Logger) -> None:
         self._lock = threading.Lock()
         self._log = log
+        self._busy_timeout_s = busy_timeout_s
         with _setup_lock(db_path.parent):
             _create_private(db_path)
             self._conn = sqlite3.connect(db_path, timeout=busy_timeout_s, isolation_level=None,
@@ -135,8 +137,10 @@ class KeyValueStore:
             row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
-    def set(self, key: str, value: str, quota_bytes: int) -> None:
-        with self._lock, self._write():
+    def set(self, key: str, value: str, quota_bytes: int, wait_s: float | None = None) -> None:
+        """`wait_s`: how long to wait for another writer at most, when less than the busy timeout (what is left
+        of the call's deadline, docs/limits.md)."""
+        with self._lock, self._busy_wait(wait_s), self._write():
             old = self._conn.execute(
                 "SELECT length(CAST(value AS BLOB)) FROM kv WHERE key = ?", (key,)).fetchone()
             used = self._used_bytes()
@@ -146,8 +150,8 @@ class KeyValueStore:
             self._conn.execute("INSERT INTO kv (key, value) VALUES (?, ?) "
                                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
-    def delete(self, key: str) -> None:
-        with self._lock, self._write():
+    def delete(self, key: str, wait_s: float | None = None) -> None:
+        with self._lock, self._busy_wait(wait_s), self._write():
             self._conn.execute("DELETE FROM kv WHERE key = ?", (key,))
 
     def used_bytes(self) -> int:
@@ -205,6 +209,17 @@ class KeyValueStore:
 
     def _write(self) -> "_Transaction":
         return _Transaction(self._conn)
+
+    @contextlib.contextmanager
+    def _busy_wait(self, wait_s: float | None) -> Iterator[None]:
+        if wait_s is None or wait_s >= self._busy_timeout_s:
+            yield
+            return
+        self._conn.execute(f"PRAGMA busy_timeout = {max(0, int(wait_s * 1000))}")
+        try:
+            yield
+        finally:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
 
 
 class _Transaction:
@@ -311,13 +326,14 @@ class StorageCapability:
             return Outcome(FAILED)
         return Outcome.written(data)
 
-    def set(self, key: str, value: str) -> Outcome:
+    def set(self, key: str, value: str, deadline: float | None = None) -> Outcome:
+        """`deadline` (monotonic): the call's; waiting for another writer ends there."""
         store = self._open("set", key)
         if store is None:
             return Outcome(FAILED)
         try:
             self._check_sizes(key, value)
-            store.set(key, value, self.config.quota_bytes)
+            store.set(key, value, self.config.quota_bytes, _left(deadline))
         except StorageLimitError as exc:
             self._log.warning("storage.set %r refused: %s", key[:64], exc)
             return Outcome(FAILED)
@@ -325,13 +341,13 @@ class StorageCapability:
             return self._db_failed("set", exc)
         return Outcome(0)
 
-    def delete(self, key: str) -> Outcome:
+    def delete(self, key: str, deadline: float | None = None) -> Outcome:
         store = self._open("delete", key)
         if store is None:
             return Outcome(FAILED)
         if len(key.encode()) <= self.config.max_key_bytes:  # a longer key cannot exist
             try:
-                store.delete(key)
+                store.delete(key, _left(deadline))
             except sqlite3.Error as exc:
                 return self._db_failed("delete", exc)
         return Outcome(0)
@@ -372,3 +388,7 @@ class StorageCapability:
                     return None
                 self._store = store
             return self._store
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
