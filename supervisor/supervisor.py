@@ -14,8 +14,10 @@ from typing import Callable
 import attrs
 
 from policy.abi import ExportShapeError, export_shape
+from policy.admin_policy import AdminPolicyError
 from policy.limits import ArgumentTooLarge, Limits, ResolvedLimits, check_call_args
 from supervisor import paths, plugin_limits
+from supervisor.hardening import make_non_dumpable
 from supervisor.consent.live import Consent, PinMismatch
 from supervisor.credentials import CredentialsError, credentials_path
 from supervisor.host import PluginHost
@@ -71,6 +73,7 @@ class Supervisor:
     ) -> None:
         """`resolve_limits(name)` gives a plugin's limits (default: plugin_limits.limits_for, over the admin
         policy); `limits` instead gives every plugin the same. `worker_limits` overrides the worker's part (tests)."""
+        make_non_dumpable()
         self.registry = registry or Registry(paths.plugins_dir())
         self.consent = consent or Consent()
         if resolve_limits is None:
@@ -87,7 +90,16 @@ class Supervisor:
             limits=lambda plugin: worker_limits or WorkerLimits.derive(self.limits_for(plugin.name).limits),
             security_events=self.security_events,
             pinned_wasm=self.consent.approved_wasm_sha256,
+            required_layers=self._required_layers,
         )
+
+    def _required_layers(self, _plugin: InstalledPlugin) -> tuple[str, ...]:
+        """The admin policy's [lockdown] require. A broken policy already denies every capability (fail closed);
+        it adds no layer requirement, so the call still runs and reports the denials."""
+        try:
+            return self.consent.policy().required_layers
+        except AdminPolicyError:
+            return ()
 
     def limits_for(self, name: str) -> ResolvedLimits:
         """The plugin's limits and where each came from; its worker, engine and capabilities derive from them."""

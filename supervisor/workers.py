@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import attrs
 import zmq
@@ -39,6 +39,7 @@ from worker.main import run
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 1.0
+DEFAULT_WORKER_UIDS = range(3_000_000, 3_065_536)  # far above login users and common subuid ranges
 # Messages the supervisor's socket queues per worker connection before ZeroMQ stops reading from it. A call is a
 # strict request/reply plus one-way logs, so a few suffice; with ZMQ_MAXMSGSIZE this bounds what one worker (or a
 # stranger on its endpoint) can make the supervisor hold: (RCVHWM + 1) * MAX_MESSAGE_BYTES.
@@ -139,6 +140,7 @@ class WorkerStatus:
     parked: str | None = None  # why calls fail at once until `tark plugin enable`
     sandbox_warnings: list[str] = attrs.field(factory=list)  # lock-down steps the running worker could not apply
     stats: dict = attrs.field(factory=dict)  # call_stats.PluginStats.snapshot()
+    layers: list[str] = attrs.field(factory=list)  # sandbox layers the running worker reported (worker/lockdown)
 
 
 def _audit_event(host: HostHandler, kind: str, detail: str) -> None:
@@ -174,6 +176,8 @@ class _Worker:
     started: float = attrs.field(factory=time.monotonic)
     warnings: list[str] = attrs.field(factory=list)  # from its Ready: lock-down steps not applied
     stats: PluginStats | None = None  # its plugin's counters
+    uid: int | None = None  # the worker's own uid (root supervisors)
+    layers: list[str] = attrs.field(factory=list)  # sandbox layers the worker reported in Ready
 
     poller: zmq.Poller | None = None  # socket, process sentinel, wake fd and pool interrupt fd, built once
     wake: _Wake | None = None  # a finished waiting host call signals it
@@ -218,9 +222,14 @@ class WorkerPool:
         worker_entry: Callable[[bytes], None] = run,
         security_events: SecurityEvents = log_security_event,
         pinned_wasm: Callable[[InstalledPlugin], str | None] = lambda plugin: None,
+        required_layers: Callable[[InstalledPlugin], Iterable[str]] = lambda plugin: (),
+        worker_uids: range | None = None,
     ) -> None:
         """`pinned_wasm(plugin)` is the approved sha256 of its wasm (supervisor/consent): the bytes compiled for a
-        worker must have it, so a file swapped after the supervisor's pin check is never run."""
+        worker must have it, so a file swapped after the supervisor's pin check is never run.
+        `required_layers`: sandbox layers a plugin's worker must report, else it is not used (the admin policy's
+        [lockdown] require). `worker_uids`: the uids workers drop to, one per running worker; by default
+        DEFAULT_WORKER_UIDS when the supervisor runs as root, else none (docs/security.md, "Own uid")."""
         self._runtime_dir = Path(runtime_dir)
         self._pinned_wasm = pinned_wasm
         self._modules = module_cache
@@ -232,6 +241,10 @@ class WorkerPool:
         self._restart = restart
         self._worker_entry = worker_entry  # tests substitute a misbehaving worker here
         self._security_events = security_events
+        self._required_layers = required_layers
+        self._worker_uids = worker_uids if worker_uids is not None else (
+            DEFAULT_WORKER_UIDS if os.geteuid() == 0 else range(0))
+        self._uids_taken: set[int] = set()
         self._context = zmq.Context()
         self._fork_server = forkserver.ForkServer()
         self._slots: dict[str, _Slot] = {}
@@ -356,6 +369,7 @@ class WorkerPool:
                 uptime_s=now - worker.started if alive else None,
                 parked=slot.parked,
                 sandbox_warnings=list(worker.warnings) if alive else [],
+                layers=list(worker.layers) if alive else [],
                 stats=slot.stats.snapshot(),
             ))
         return statuses
@@ -634,6 +648,7 @@ class WorkerPool:
             raise _Fail(START_FAILED, str(exc), kill=False) from None
         endpoint_path = self._runtime_dir / f"w-{plugin.name}-{secrets.token_hex(6)}.sock"
         token = secrets.token_bytes(protocol.TOKEN_BYTES)
+        uid = self._free_uid()
         socket = self._context.socket(zmq.ROUTER)
         socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
         socket.setsockopt(zmq.RCVHWM, RCVHWM)
@@ -649,18 +664,21 @@ class WorkerPool:
                 module_fd=protocol.MODULE_FD,
                 engine=settings,
                 token=token,
+                run_as_uid=uid,
                 **attrs.asdict(limits),
             )
             process = self._fork_server.start(self._worker_entry, protocol.encode(spec), module.fd)
             with self._slots_lock:
                 self._pids.add(process.pid)
         except BaseException as exc:  # forkserver.ForkServerError, OSError; Ctrl-C
+            with self._slots_lock:
+                self._uids_taken.discard(uid)
             socket.close(linger=0)
             endpoint_path.unlink(missing_ok=True)
             if not isinstance(exc, Exception):
                 raise  # Ctrl-C while starting: nothing left behind
             raise _Fail(START_FAILED, f"could not start a worker for plugin '{plugin.name}': {exc}", kill=False) from None
-        worker = _Worker(process, socket, endpoint_path, _NoHost(), plugin)
+        worker = _Worker(process, socket, endpoint_path, _NoHost(), plugin, uid=uid)
         try:
             self._await_ready(worker, token, call)
             worker.host = self._host_factory(plugin)
@@ -715,9 +733,29 @@ class WorkerPool:
                 if isinstance(message, protocol.Ready):
                     worker.warnings = list(message.warnings)
                 self._warn_once(message.warnings)
+                worker.layers = list(message.layers)
+                missing = [layer for layer in self._required_layers(worker.plugin) if layer not in message.layers]
+                if missing:
+                    raise _Fail(START_FAILED, f"plugin '{name}' may only run with the sandbox layers "
+                                f"{', '.join(missing)} (admin policy [lockdown] require), which this worker could not "
+                                f"apply; it has {', '.join(message.layers) or 'none'}"
+                                + (f" ({'; '.join(message.warnings)})" if message.warnings else ""), kill=False)
                 return
             elif worker.process.sentinel in events:
                 raise _Fail(START_FAILED, self._death_message(worker, "while starting"), kill=False, crash=True)
+
+    def _free_uid(self) -> int | None:
+        """Take the lowest uid of the range no worker of this pool holds (None: no range); _terminate gives it back
+        once the worker has been reaped."""
+        if not self._worker_uids:
+            return None
+        with self._slots_lock:
+            for uid in self._worker_uids:
+                if uid not in self._uids_taken:
+                    self._uids_taken.add(uid)
+                    return uid
+        raise _Fail(START_FAILED, f"all {len(self._worker_uids)} worker uids are in use; stop idle plugins or widen "
+                    "the range", kill=False)
 
     def _warn_once(self, warnings: list[str]) -> None:
         with self._slots_lock:
@@ -751,6 +789,7 @@ class WorkerPool:
         worker.process.join()
         with self._slots_lock:
             self._pids.discard(worker.process.pid)
+            self._uids_taken.discard(worker.uid)
         worker.process.close()
         worker.socket.close(linger=0)
         worker.endpoint_path.unlink(missing_ok=True)

@@ -21,6 +21,7 @@ import pytest
 from supervisor.forkserver import ENV_ALLOWED
 from supervisor.plugin import InstalledPlugin
 from supervisor.workers import WorkerLimits
+from lockdown_entries import run_without_landlock
 from wasm_fixtures import make_guest
 from worker import protocol
 
@@ -152,4 +153,18 @@ def test_a_lock_down_step_that_cannot_apply_is_logged_once(make_pool, plugin, tm
     assert warnings == [
         "worker sandbox degraded: RLIMIT_AS of 131072 bytes not applied: the engine reserves 65536 bytes"
         " of address space per linear memory"
+    ]
+
+
+def test_a_layer_the_kernel_lacks_is_logged_once_and_not_reported_active(make_pool, plugin, caplog) -> None:
+    pool = make_pool(worker_entry=run_without_landlock)
+    with caplog.at_level(logging.WARNING, logger="supervisor.workers"):
+        for _ in range(2):
+            assert pool.call(plugin, "status", [], None).ok
+            (status,) = pool.status()
+            assert "landlock" not in status.layers and "seccomp" in status.layers
+            pool.stop(plugin.name)
+    warnings = [r.getMessage() for r in caplog.records if "sandbox degraded" in r.getMessage()]
+    assert warnings == [
+        "worker sandbox degraded: sandbox layer 'landlock' is not available on this kernel; running without it"
     ]

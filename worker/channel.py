@@ -7,6 +7,7 @@ supervisor's socket closes or its process dies); every blocking receive also wak
 from __future__ import annotations
 
 import os
+import time
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -30,7 +31,8 @@ class SupervisorLink:
         self._socket.setsockopt(zmq.RCVTIMEO, _LIVENESS_CHECK_MS)
         # An unguessable routing id: ZeroMQ's own are a counter another process could claim first (docs/security.md).
         self._socket.setsockopt(zmq.ROUTING_ID, b"w" + os.urandom(15))
-        self._monitor = self._socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._monitor = self._socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self._connected = False
         self._socket.connect(endpoint)
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
@@ -88,10 +90,22 @@ class SupervisorLink:
                 raise SupervisorLost(f"cannot receive from supervisor: {exc}") from None
             return self._decode(frame)
 
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Block until the connection to the supervisor is up (False after `timeout_s`)."""
+        deadline = time.monotonic() + timeout_s
+        while not self._connected:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._monitor.poll(remaining * 1000):
+                return self._connected
+            self._check_monitor()
+        return True
+
     def _check_monitor(self) -> None:
         while self._monitor.poll(0):
             event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
-            if event["event"] == zmq.EVENT_DISCONNECTED:
+            if event["event"] == zmq.EVENT_CONNECTED:
+                self._connected = True
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
                 raise SupervisorLost("the supervisor closed the connection")
 
     @staticmethod

@@ -29,6 +29,7 @@ MAX_ARGS = 16
 Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME_LENGTH)]
 Url = Annotated[str, msgspec.Meta(max_length=MAX_URL_LENGTH)]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_PAYLOAD_BYTES)]
+LayerName = Annotated[str, msgspec.Meta(max_length=32, pattern=r"^[a-z][a-z0-9-]*$")]
 Blob = Annotated[bytes, msgspec.Meta(max_length=MAX_PAYLOAD_BYTES)]
 CallId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 I32 = Annotated[int, msgspec.Meta(ge=-(2**31), lt=2**31)]
@@ -95,6 +96,8 @@ class WorkerSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # The one secret a worker holds, only until its first message: proof that it is the process the supervisor
     # started (docs/security.md, "Worker identity"). Never in argv or the environment; useless once Ready is in.
     token: Token = b"\0" * TOKEN_BYTES
+    # The worker's own unprivileged uid (and gid) when the supervisor runs as root (docs/security.md, "Own uid").
+    run_as_uid: Annotated[int, msgspec.Meta(ge=1, le=2**32 - 2)] | None = None
 
 
 # --------------------------------------------------------------------------- supervisor <-> fork server
@@ -163,6 +166,7 @@ class Ready(_Msg, tag="ready"):
 
     token: Token
     warnings: Annotated[list[Text], msgspec.Meta(max_length=16)] = []  # lock-down steps that could not be applied
+    layers: Annotated[list[LayerName], msgspec.Meta(max_length=16)] = []  # sandbox layers in force (worker/lockdown)
 
 
 class StartFailed(_Msg, tag="start_failed"):

@@ -103,7 +103,9 @@ def status_command(as_json: bool) -> None:
         usage = (f", {w['uss_mib']:.1f} MiB unique / {w['rss_mib']:.1f} MiB RSS, {w['cpu_s']:.2f} s CPU"
                  if w.get("rss_mib") is not None else "")
         console.print(f"  {w['name']}: {w['state']} (pid {w['pid']}{usage}), calls={w['calls']}, "
-                      f"restarts={w['restarts']}" + (f", last error: {w['last_error']}" if w["last_error"] else ""))
+                      f"restarts={w['restarts']}"
+                      + (f", sandbox: {' '.join(w['layers'])}" if w.get("layers") else "")
+                      + (f", last error: {w['last_error']}" if w["last_error"] else ""))
 
 
 def _with_usage(worker: dict) -> dict:
