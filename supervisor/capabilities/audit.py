@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import attrs
 
+from policy.rate import TokenBucket
 from policy.text import escape_control
 from supervisor import paths
 
@@ -67,22 +68,6 @@ class AuditSettings:
         return self.events_per_second, self.events_burst
 
 
-class _Bucket:
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._last = now
-
-    def take(self, now: float) -> bool:
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
-
-
 def _now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -105,8 +90,7 @@ class AuditLog:
         self.settings = settings
         self._clock = clock
         self._lock = threading.Lock()
-        now = clock()
-        self._buckets = {klass: _Bucket(*settings.bucket(klass), now) for klass in (ALLOWED, DENIED, EVENT)}
+        self._buckets = {klass: TokenBucket(*settings.bucket(klass), clock) for klass in (ALLOWED, DENIED, EVENT)}
         self._pending: list[str] = []
         self._suppressed: dict[tuple[str, str], int] = {}
         self._suppressed_since = 0.0
@@ -120,7 +104,7 @@ class AuditLog:
         """A capability use the policy allowed. Cheap: buffered, and counted instead of written when over rate."""
         now = self._clock()
         with self._lock:
-            if not self._buckets[ALLOWED].take(now):
+            if not self._buckets[ALLOWED].take():
                 self._count(ALLOWED, capability, now)
                 return
             self._pending.append(self._decision_line(ALLOWED, capability, target, reason))
@@ -133,7 +117,7 @@ class AuditLog:
         """A capability use the policy refused: written at once, and one warning line (both rate-limited)."""
         now = self._clock()
         with self._lock:
-            if not self._buckets[DENIED].take(now):
+            if not self._buckets[DENIED].take():
                 self._count(DENIED, capability, now)
                 return
             self._pending.append(self._decision_line(DENIED, capability, target, reason))
@@ -147,7 +131,7 @@ class AuditLog:
         Fields must be JSON-serialisable and must never hold a secret's value (name the key instead)."""
         now = self._clock()
         with self._lock:
-            if not self._buckets[EVENT].take(now):
+            if not self._buckets[EVENT].take():
                 self._count(EVENT, kind, now)
                 return
             record: dict[str, Any] = {"time": _now_iso(), "plugin": self.plugin, "kind": kind}

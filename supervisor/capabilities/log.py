@@ -15,6 +15,7 @@ from typing import Callable
 import attrs
 
 from policy.limits import Limits
+from policy.rate import TokenBucket
 from policy.text import escape_control
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
@@ -34,29 +35,11 @@ class LogConfig:
                    max_line_chars=limits.log_max_line_chars)
 
 
-class TokenBucket:
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._clock = clock
-        self._last = clock()
-
-    def take(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
-
-
 class LogCapability:
     def __init__(self, config: LogConfig, logger: logging.Logger | None = None) -> None:
         self.config = config
         self.logger = logger or logging.getLogger(f"tark.plugin.{config.plugin}")
-        self._bucket = TokenBucket(config.lines_per_second, config.burst)
+        self._bucket = TokenBucket(config.lines_per_second, config.burst, time.monotonic)
         self._dropped = 0
         self._partial: dict[str, str] = {}
         self._lock = threading.Lock()
