@@ -31,3 +31,15 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_no_follow(path: Path, max_bytes: int) -> tuple[os.stat_result, bytes] | None:
+    """The file's status and up to `max_bytes` + 1 bytes of it (so the caller sees that it is too big), opened
+    without following a symlink; None if it does not exist. The status is of the descriptor read, so the caller's
+    owner and mode checks apply to exactly these bytes. OSError for anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        return os.fstat(handle.fileno()), handle.read(max_bytes + 1)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from supervisor import paths
-from supervisor.atomic_file import write_atomically
+from supervisor.atomic_file import read_no_follow, write_atomically
 
 SECRETS_DIR = "secrets"
 MAX_VALUE_BYTES = 64 * 1024
@@ -72,19 +72,17 @@ def _parse(raw: bytes, path: Path) -> dict[str, str]:
 def _read_private(path: Path) -> tuple[os.stat_result, dict[str, str]] | None:
     """The file's identity and content; None if it does not exist. Refuses a symlink or a file others can read."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
+        found = read_no_follow(path, MAX_FILE_BYTES)
     except OSError as exc:
         raise SecretError(f"cannot read {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if info.st_mode & 0o077 or info.st_uid != os.getuid():
-            raise SecretError(f"{path} is readable or writable by others or not owned by this user; "
-                              "it is not used (chmod 600 it, or unset and set the secrets again)")
-        raw = handle.read(MAX_FILE_BYTES + 1)
-        if len(raw) > MAX_FILE_BYTES:
-            raise SecretError(f"{path} is larger than {MAX_FILE_BYTES} bytes; it is not used")
+    if found is None:
+        return None
+    info, raw = found
+    if info.st_mode & 0o077 or info.st_uid != os.getuid():
+        raise SecretError(f"{path} is readable or writable by others or not owned by this user; "
+                          "it is not used (chmod 600 it, or unset and set the secrets again)")
+    if len(raw) > MAX_FILE_BYTES:
+        raise SecretError(f"{path} is larger than {MAX_FILE_BYTES} bytes; it is not used")
     return info, _parse(raw, path)
 
 

@@ -20,7 +20,7 @@ import cattrs
 
 from policy.grants import Approval
 from supervisor import paths
-from supervisor.atomic_file import write_atomically
+from supervisor.atomic_file import read_no_follow, write_atomically
 
 APPROVALS_DIR = "approvals"
 MAX_RECORD_BYTES = 256 * 1024
@@ -73,17 +73,15 @@ class ApprovalStore:
     def get(self, name: str) -> Approval | None:
         path = self._file(name)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
+            found = read_no_follow(path, MAX_RECORD_BYTES)
         except OSError as exc:
             raise ApprovalStoreError(f"cannot read approvals {path}: {exc.strerror}") from None
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if info.st_mode & 0o022 or info.st_uid not in (0, os.getuid()):
-                raise ApprovalStoreError(f"{path} is writable by others or owned by another user; it is not used "
-                                         f"(remove it and run `tark plugin approve {name}`)")
-            raw = handle.read(MAX_RECORD_BYTES + 1)
+        if found is None:
+            return None
+        info, raw = found
+        if info.st_mode & 0o022 or info.st_uid not in (0, os.getuid()):
+            raise ApprovalStoreError(f"{path} is writable by others or owned by another user; it is not used "
+                                     f"(remove it and run `tark plugin approve {name}`)")
         try:
             if len(raw) > MAX_RECORD_BYTES:
                 raise ValueError(f"larger than {MAX_RECORD_BYTES} bytes")
