@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lockdown_entries import run_attacker, run_attacker_without_landlock_or_userns
+from lockdown_entries import run_attacker, run_attacker_without_landlock_or_userns, run_attacker_without_seccomp
 from supervisor.host import PluginHost
 from supervisor.modules import ModuleCache
 from supervisor.workers import WorkerPool
@@ -113,6 +113,18 @@ def test_without_landlock_or_namespaces_the_worker_says_so_and_the_rest_still_ho
     assert any("'landlock' is not available" in message for message in degraded)
     assert any("'netns' is not available" in message for message in degraded)
     _assert_all_blocked(results)
+    _assert_sibling_unharmed(world, sibling_pool, sibling_pid)
+
+
+def test_without_seccomp_the_other_layers_still_stop_every_attempt_but_fork(world, runtime_dir: Path) -> None:
+    # Each layer on its own, not only the first one an attempt meets: with the seccomp filter gone, landlock
+    # (files, /proc, TCP), its scopes and the uid (signals, ptrace), the empty netns and the dropped capabilities
+    # still block everything. Only fork gets through (seccomp alone stops it); the child is as locked down.
+    results, sibling_pool, sibling_pid, layers = _attack_from_inside(world, runtime_dir, run_attacker_without_seccomp)
+    assert "seccomp" not in layers and {"landlock", "netns"} <= set(layers)
+    assert results.pop("fork") == "SUCCEEDED"
+    assert {what: how for what, how in results.items() if not how.startswith("blocked")} == {}
+    assert results["read another plugin's storage"] == "blocked: Permission denied"  # landlock: EACCES, not EPERM
     _assert_sibling_unharmed(world, sibling_pool, sibling_pid)
 
 
