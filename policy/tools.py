@@ -16,6 +16,8 @@ import referencing.exceptions
 from jsonschema.exceptions import SchemaError, best_match
 from jsonschema.validators import validator_for
 
+from policy import tark_json
+
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 GET_TOOLS = "tool_get_tools"
@@ -170,7 +172,7 @@ def validate_args(tool: ToolDef, args: Any) -> None:
 
 def encode_args(args: Any) -> str:
     """The arguments string passed to tool_execute and to hooks: compact JSON, as the guide's guests parse it."""
-    return json.dumps(args, ensure_ascii=False, separators=(",", ":"))
+    return tark_json.dumps(args)
 
 
 @attrs.frozen
@@ -180,8 +182,7 @@ class ToolResult:
     error: str | None
 
     def to_json(self) -> str:
-        return json.dumps({"success": self.success, "output": self.output, "error": self.error},
-                          ensure_ascii=False, separators=(",", ":"))
+        return tark_json.dumps({"success": self.success, "output": self.output, "error": self.error})
 
 
 def parse_tool_result(text: str) -> ToolResult:
@@ -245,7 +246,7 @@ def after_tool(tool: str, result: ToolResult) -> HookCall:
 
 
 def tool_error(plugin: str, tool: str, error: str) -> HookCall:
-    payload = json.dumps({"plugin": plugin, "tool": tool, "error": error}, ensure_ascii=False, separators=(",", ":"))
+    payload = tark_json.dumps({"plugin": plugin, "tool": tool, "error": error})
     return HookCall(HookEvent.ERROR, (payload,))
 
 

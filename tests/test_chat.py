@@ -163,7 +163,8 @@ def install_guest(cli, tmp_path: Path, name: str, body: str, capabilities: str =
 
 def messages_bytes(*messages: tuple[str, str]) -> int:
     """The size of the messages JSON the supervisor sends to provider_chat."""
-    return len(json.dumps([{"role": r, "content": c} for r, c in messages], ensure_ascii=False).encode())
+    return len(json.dumps([{"role": r, "content": c} for r, c in messages], ensure_ascii=False,
+                          separators=(",", ":")).encode())
 
 
 def chat_json(cli, *args: str) -> dict:

@@ -13,6 +13,8 @@ from typing import Any, Iterable
 
 import attrs
 
+from policy import tark_json
+
 MAX_MESSAGE_BYTES = 1800  # tark's remote.max_message_chars, counted in UTF-8 bytes
 MAX_JSON_DEPTH = 64
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -88,7 +90,7 @@ def split_text(text: str, max_bytes: int = MAX_MESSAGE_BYTES) -> list[str]:
 
 
 def _dumps(document: Any) -> str:
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    return tark_json.dumps(document)
 
 
 # ---------------------------------------------------------------------------------------------- plugin -> host

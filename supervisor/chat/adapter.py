@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from policy import tark_json
 from supervisor.chat.plugin_link import PluginLink
 from supervisor.chat.types import ChatError, ChatReply, Message, Usage, json_kind
 
@@ -97,7 +98,7 @@ class AdapterProvider:
         self.default_model = self.models[0] if self.models else DEFAULT_MODEL
 
     def chat(self, messages: list[Message], model: str) -> ChatReply:
-        payload = json.dumps([m.to_json() for m in messages], ensure_ascii=False)
+        payload = tark_json.dumps([m.to_json() for m in messages])
         with self._link.instance() as instance:
             text, result = self._link.output("provider_chat", [payload, model], instance)
         return parse_chat_response(text, plugin=self._link.name, model=model, worker_pid=result.worker_pid)

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import httpx
 
+from policy import tark_json
 from policy.manifest import OAuthConfig
 from supervisor.oauth.errors import OAuthError, quoted
 
@@ -96,7 +97,7 @@ def expires_at(tokens: Mapping[str, Any], now: float) -> int | None:
 
 
 def callback_input(tokens: Mapping[str, Any]) -> str:
-    return json.dumps({field: tokens.get(field) for field in CALLBACK_FIELDS}, separators=(",", ":"))
+    return tark_json.dumps({field: tokens.get(field) for field in CALLBACK_FIELDS})
 
 
 def default_credentials_text(tokens: Mapping[str, Any], now: float | None = None) -> str:
