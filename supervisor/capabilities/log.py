@@ -35,12 +35,35 @@ class LogConfig:
                    max_line_chars=limits.log_max_line_chars)
 
 
+class _Throttle:
+    """A token bucket that counts what it refused, so the count can be reported when lines flow again."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self._bucket = TokenBucket(rate, burst, clock)
+        self._dropped = 0
+        self._lock = threading.Lock()
+
+    def admit(self) -> tuple[bool, int]:
+        """(admitted, lines refused since the last admission; 0 when not admitted)."""
+        with self._lock:
+            if not self._bucket.take():
+                self._dropped += 1
+                return False, 0
+            dropped, self._dropped = self._dropped, 0
+            return True, dropped
+
+    def drain(self) -> int:
+        """The refused lines not reported yet (for close)."""
+        with self._lock:
+            dropped, self._dropped = self._dropped, 0
+            return dropped
+
+
 class LogCapability:
     def __init__(self, config: LogConfig, logger: logging.Logger | None = None) -> None:
         self.config = config
         self.logger = logger or logging.getLogger(f"tark.plugin.{config.plugin}")
-        self._bucket = TokenBucket(config.lines_per_second, config.burst, time.monotonic)
-        self._dropped = 0
+        self._throttle = _Throttle(config.lines_per_second, config.burst, time.monotonic)
         self._partial: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -66,19 +89,16 @@ class LogCapability:
             partial, self._partial = self._partial, {}
         for stream, rest in partial.items():
             self._emit(STREAM_LEVELS.get(stream, logging.INFO), rest)
-        with self._lock:
-            dropped, self._dropped = self._dropped, 0
+        dropped = self._throttle.drain()
         if dropped:
             self.logger.warning("[plugin:%s] %d messages dropped (rate limit)", self.config.plugin, dropped)
 
     def _emit(self, level: int, message: str) -> None:
         if not self.logger.isEnabledFor(level):
             return
-        with self._lock:
-            if not self._bucket.take():
-                self._dropped += 1
-                return
-            dropped, self._dropped = self._dropped, 0
+        admitted, dropped = self._throttle.admit()
+        if not admitted:
+            return
         if dropped:
             self.logger.warning("[plugin:%s] %d messages dropped (rate limit)", self.config.plugin, dropped)
         if len(message) > self.config.max_line_chars:
@@ -94,24 +114,19 @@ class RateLimitedLogger(logging.LoggerAdapter):
     def __init__(self, logger: logging.Logger, rate: float = 5.0, burst: int = 50,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(logger, {})
-        self._bucket = TokenBucket(rate, burst, clock)
-        self._dropped = 0
-        self._lock = threading.Lock()
+        self._throttle = _Throttle(rate, burst, clock)
 
     def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:  # type: ignore[override]
         if not self.isEnabledFor(level):
             return
-        with self._lock:
-            if not self._bucket.take():
-                self._dropped += 1
-                return
-            dropped, self._dropped = self._dropped, 0
+        admitted, dropped = self._throttle.admit()
+        if not admitted:
+            return
         if dropped:
             self.logger.warning("%d more messages about this plugin suppressed (rate limit)", dropped)
         self.logger.log(level, msg, *args, **kwargs)  # type: ignore[arg-type]
 
     def close(self) -> None:
-        with self._lock:
-            dropped, self._dropped = self._dropped, 0
+        dropped = self._throttle.drain()
         if dropped:
             self.logger.warning("%d more messages about this plugin suppressed (rate limit)", dropped)

@@ -99,14 +99,14 @@ def checked_transport(literal: LiteralHosts, max_connections: int) -> httpx.HTTP
     # httpx has no public option for httpcore's network backend; replace the (still empty) pool with one that
     # has it. tests/test_cap_http.py fails if this stops taking effect.
     transport._pool.close()
-    transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
-        max_connections=max_connections,
-        max_keepalive_connections=max_connections,
-        keepalive_expiry=5.0,
-        network_backend=_CheckedBackend(literal),
-    )
+    transport._pool = httpcore.ConnectionPool(network_backend=_CheckedBackend(literal), **_pool_options(max_connections))
     return transport
+
+
+def _pool_options(max_connections: int) -> dict:
+    """What httpx would give its own pool (no proxies, no environment), for the checked pools."""
+    return dict(ssl_context=httpx.create_ssl_context(trust_env=False), max_connections=max_connections,
+                max_keepalive_connections=max_connections, keepalive_expiry=5.0)
 
 
 async def resolve_checked_async(host: str, port: int, literal: frozenset[str]) -> list[tuple]:
@@ -166,11 +166,6 @@ def checked_async_transport(literal: LiteralHosts, max_connections: int) -> http
     """checked_transport for httpx.AsyncClient (host calls run on an event loop so they can be cancelled)."""
     transport = httpx.AsyncHTTPTransport(trust_env=False, retries=0)
     # As in checked_transport: the still-empty pool is replaced by one with the checked network backend.
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
-        max_connections=max_connections,
-        max_keepalive_connections=max_connections,
-        keepalive_expiry=5.0,
-        network_backend=_AsyncCheckedBackend(literal),
-    )
+    transport._pool = httpcore.AsyncConnectionPool(network_backend=_AsyncCheckedBackend(literal),
+                                                   **_pool_options(max_connections))
     return transport
