@@ -37,6 +37,10 @@ from supervisor.capabilities.outcome import FAILED, Outcome
 DB_FILE = "storage.sqlite3"
 TARK_JSON_FILE = "storage.json"
 _IMPORTED = "imported_storage_json"
+# The bytes the store holds (UTF-8 key + value of every row), kept by each write in its own transaction so a
+# quota check reads one row instead of summing the table. Absent in a database from before it
+# existed: counted once when opened (docs/architecture.md).
+_USED = "used_bytes"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -124,6 +128,7 @@ class KeyValueStore:
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._conn.executescript(_SCHEMA)
+                self._count_usage_once()
             except sqlite3.Error:
                 self._conn.close()
                 raise
@@ -144,15 +149,21 @@ class KeyValueStore:
             old = self._conn.execute(
                 "SELECT length(CAST(value AS BLOB)) FROM kv WHERE key = ?", (key,)).fetchone()
             used = self._used_bytes()
-            after = used - (len(key.encode()) + old[0] if old else 0) + len(key.encode()) + len(value.encode())
+            key_bytes = len(key.encode())
+            after = used - (key_bytes + old[0] if old else 0) + key_bytes + len(value.encode())
             if after > quota_bytes and after > used:
                 raise StorageLimitError(f"storage quota of {quota_bytes} bytes exceeded ({after} bytes needed)")
             self._conn.execute("INSERT INTO kv (key, value) VALUES (?, ?) "
                                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+            self._set_used(after)
 
     def delete(self, key: str, wait_s: float | None = None) -> None:
         with self._lock, self._busy_wait(wait_s), self._write():
-            self._conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+            gone = self._conn.execute("DELETE FROM kv WHERE key = ? "
+                                      "RETURNING length(CAST(key AS BLOB)) + length(CAST(value AS BLOB))",
+                                      (key,)).fetchone()
+            if gone is not None:
+                self._set_used(self._used_bytes() - gone[0])
 
     def used_bytes(self) -> int:
         with self._lock:
@@ -177,18 +188,20 @@ class KeyValueStore:
                 self._log.error("%s is not a JSON object of strings; %s", path, keep)
                 return
             try:
-                self._check_import(data, limits)
+                total = self._check_import(data, limits)
             except StorageLimitError as exc:
                 self._log.error("cannot import %s: %s; %s", path, exc, keep)
                 return
             # Keys already in the database are newer than the file: keep them.
             self._conn.executemany("INSERT OR IGNORE INTO kv (key, value) VALUES (?, ?)", data.items())
+            self._set_used(total)
             stamp = datetime.datetime.now(datetime.timezone.utc).isoformat()
             self._conn.execute("INSERT INTO meta (name, value) VALUES (?, ?)",
                                (_IMPORTED, json.dumps({"from": str(path), "keys": len(data), "at": stamp})))
             self._log.info("imported %d keys from %s", len(data), path)
 
-    def _check_import(self, data: dict[str, str], limits: StoreLimits) -> None:
+    def _check_import(self, data: dict[str, str], limits: StoreLimits) -> int:
+        """The bytes used once `data` is imported (keys already stored are kept, not counted twice)."""
         total = self._used_bytes()
         for key, value in data.items():
             key_bytes, value_bytes = len(key.encode("utf-8", "surrogatepass")), len(value.encode("utf-8", "surrogatepass"))
@@ -202,10 +215,21 @@ class KeyValueStore:
         if total > limits.quota_bytes:
             raise StorageLimitError(f"importing it needs {total} bytes, over the storage quota of "
                                     f"{limits.quota_bytes} bytes")
+        return total
 
     def _used_bytes(self) -> int:
-        return self._conn.execute("SELECT coalesce(sum(length(CAST(key AS BLOB)) + length(CAST(value AS BLOB))),"
-                                  " 0) FROM kv").fetchone()[0]
+        return int(self._conn.execute("SELECT value FROM meta WHERE name = ?", (_USED,)).fetchone()[0])
+
+    def _set_used(self, used: int) -> None:
+        self._conn.execute("UPDATE meta SET value = ? WHERE name = ?", (str(used), _USED))
+
+    def _count_usage_once(self) -> None:
+        """A database from before the counter existed: one scan, in the transaction that records the result (a
+        concurrent first open finds the row and skips the scan)."""
+        with self._write():
+            if self._conn.execute("SELECT 1 FROM meta WHERE name = ?", (_USED,)).fetchone() is None:
+                self._conn.execute("INSERT INTO meta (name, value) VALUES (?, ?)",
+                                   (_USED, str(full_scan_bytes(self._conn))))
 
     def _write(self) -> "_Transaction":
         return _Transaction(self._conn)
@@ -220,6 +244,12 @@ class KeyValueStore:
             yield
         finally:
             self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
+
+
+def full_scan_bytes(conn: sqlite3.Connection) -> int:
+    """What the usage counter must always equal: the sum over the whole table (migration, and tests)."""
+    return conn.execute("SELECT coalesce(sum(length(CAST(key AS BLOB)) + length(CAST(value AS BLOB))), 0) "
+                        "FROM kv").fetchone()[0]
 
 
 class _Transaction:
