@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -52,11 +53,39 @@ class DaemonError(Exception):
     """The daemon could not be started or stopped."""
 
 
+@attrs.frozen
+class OpenFilesLimit:
+    before: int
+    soft: int
+    hard: int
+
+
+def raise_open_files_limit() -> OpenFilesLimit:
+    """Lift the soft RLIMIT_NOFILE to the hard one. Every worker costs the daemon a few descriptors, and the
+    soft limit is often 1024 while the hard one is far higher; the admission check (docs/limits.md) then works
+    against the real ceiling. Raising the soft limit up to the hard one needs no privilege."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:  # not possible for NOFILE on Linux, but the kernel's own ceiling is
+        target = int(Path("/proc/sys/fs/nr_open").read_text())
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open files limit from %d to %d: %s", soft, target, exc)
+            return OpenFilesLimit(soft, soft, hard)
+        return OpenFilesLimit(soft, target, hard)
+    return OpenFilesLimit(soft, soft, hard)
+
+
 def serve(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0,
           webhook: WebhookConfig = WebhookConfig(), metrics_port: int | None = None) -> None:
     """Run the daemon in the foreground until `shutdown` or SIGTERM/SIGINT (systemd runs this)."""
     runtime_dir = runtime_dir or paths.runtime_dir()
     stop = threading.Event()
+    files = raise_open_files_limit()  # before the fork server starts: it inherits the limit
+    if files.soft != files.before:
+        log.info("open files limit raised from %d to %d", files.before, files.soft)
     with Supervisor(runtime_dir=runtime_dir, idle_timeout_s=idle_timeout_s) as supervisor, \
             ChannelService(supervisor, supervisor.registry, webhook) as channels:
 

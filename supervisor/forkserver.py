@@ -9,6 +9,7 @@ holds even if the fork server dies) and the pipe its exit status arrives on.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import select
@@ -48,6 +49,15 @@ def entry_name(entry: Callable[[bytes], None]) -> str:
     return f"{module}:{qualname}"
 
 
+def _readable(fd: int, timeout_s: float | None) -> bool:
+    """poll(), not select(): a daemon with many workers holds descriptors above select's limit of 1024."""
+    if fd < 0:
+        raise ValueError("closed descriptor")
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout_s is None else max(0, math.ceil(timeout_s * 1000))))
+
+
 class WorkerProcess:
     """One worker forked by the fork server (the subset of multiprocessing.Process the pool uses)."""
 
@@ -83,7 +93,7 @@ class WorkerProcess:
         if self._exited:
             return True
         try:
-            if not select.select([self.sentinel], [], [], timeout)[0]:
+            if not _readable(self.sentinel, timeout):
                 return False
         except (ValueError, OSError):  # closed meanwhile by another thread
             return True
@@ -91,7 +101,7 @@ class WorkerProcess:
             if not self._exited:
                 # The fork server writes the status when it reaps the process, a moment after the pidfd fires.
                 try:
-                    if select.select([self._status_fd], [], [], 1.0)[0]:
+                    if _readable(self._status_fd, 1.0):
                         data = os.read(self._status_fd, _STATUS.size)
                         if len(data) == _STATUS.size:
                             (self.exitcode,) = _STATUS.unpack(data)
@@ -174,7 +184,7 @@ class ForkServer:
 
     def _await_reply(self, timeout_s: float) -> tuple[protocol.ForkReply, int | None]:
         assert self._control is not None
-        if not select.select([self._control], [], [], timeout_s)[0]:
+        if not _readable(self._control.fileno(), timeout_s):
             raise ConnectionError(f"no answer from the fork server within {timeout_s:g} s")
         data, ancdata, _flags, _addr = self._control.recvmsg(4096, socket.CMSG_SPACE(_STATUS.size))
         fds = [fd for level, kind, payload in ancdata if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
