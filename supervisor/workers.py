@@ -155,6 +155,7 @@ class WorkerPool:
                 DEFAULT_WORKER_UIDS if os.geteuid() == 0 else range(0)),
             interrupt_fd=self._interrupt_fd,
         )
+        self._fork_server = self._starter.fork_server  # tests and ops/bench reach for it
         self._driver = CallDriver(self._interrupt_fd, security_events)
         self._reaper = threading.Thread(target=self._reap_idle, name="worker-idle-reaper", daemon=True)
         self._reaper.start()
