@@ -17,6 +17,7 @@ the supervisor's end closes; running workers are not affected.
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import gc
 import importlib
@@ -30,9 +31,11 @@ import sys
 import traceback
 
 import msgspec
+import wasmtime
 
 import worker.main  # noqa: F401 - the preload: every worker needs it, and wasmtime + zmq with it
-from worker import protocol
+from worker import lockdown, protocol
+from worker.lockdown import seccomp
 
 STATUS = struct.Struct("i")
 PR_SET_DUMPABLE = 4
@@ -41,6 +44,7 @@ MAX_FDS = 2
 
 def main(control_fd: int) -> None:
     _not_dumpable()
+    _prepare_shared_work()
     control = socket.socket(fileno=control_fd)
     control.set_inheritable(False)
     wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -134,6 +138,38 @@ def _child(request: protocol.ForkRequest, module_fd: int | None) -> None:
             sys.stderr.flush()
         finally:
             os._exit(code)
+
+
+def _prepare_shared_work() -> None:
+    """Work every worker would otherwise repeat after its fork (docs/performance.md, "Worker start"): the codecs
+    the lockdown preloads (each an import from disk) and the compiled seccomp program."""
+    for name in lockdown.PRELOADED_CODECS:
+        codecs.lookup(name)
+    try:
+        seccomp.compiled()
+    except seccomp.LayerFailed:
+        pass  # no libseccomp: each worker reports the missing layer itself
+    _warm_up_engine()
+
+
+_WARM_UP_WAT = '(module (memory (export "memory") 1) (func (export "run") (result i32) (i32.const 0)))'
+
+
+def _warm_up_engine() -> None:
+    """Run wasmtime's worker path once (engine, deserialize, WASI linker, store, instance, call) so that its
+    one-time set-up (trap handlers, lazily bound code pages, wasmtime-py's caches) happens here, shared by every
+    worker, instead of in each. No thread is started: compilation is serial (protocol.build_engine_config)."""
+    engine = wasmtime.Engine(protocol.build_engine_config(protocol.EngineSettings()))
+    module = wasmtime.Module.deserialize(engine, wasmtime.Module(engine, wasmtime.wat2wasm(_WARM_UP_WAT)).serialize())
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    store = wasmtime.Store(engine)
+    store.set_limits(memory_size=1 << 20)
+    store.set_wasi(wasmtime.WasiConfig())
+    store.set_epoch_deadline(1)
+    instance = linker.instantiate_pre(module).instantiate(store)
+    instance.exports(store)["run"](store)
+    store.close()
 
 
 def _not_dumpable() -> None:

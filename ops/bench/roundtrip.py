@@ -2,6 +2,8 @@
 
     .venv/bin/python ops/bench/roundtrip.py [--calls 2000] [--rounds 5]
 
+(`measure` gives the report's figures: `.venv/bin/python -m ops.bench --topics roundtrip`.)
+
 The machine is shared and noisy, so the worker path and the raw baseline are measured in alternating rounds and
 each figure is the median over all rounds. Prints medians (µs) of:
   - one host call guest->worker->supervisor->worker->guest (a guest export making N env.get calls, per call),
@@ -285,6 +287,98 @@ def main() -> None:
     print(f"ratio host call / raw pyzmq       {host_us / raw_us:5.2f}x   (target <= 1.5x)")
     print(f"ratio host call / raw socketpair  {host_us / pair_us:5.2f}x   (target <= 2x)")
     print(f"ratio no-op export / raw pyzmq    {noop_us / raw_us:5.2f}x")
+
+
+def in_process_calls(wasm: bytes, n: int) -> tuple[list[float], list[float]]:
+    """The floor of both paths, in one process with wasmtime-py: a no-op export on a fresh instance (new store,
+    instantiate, call), and one guest->host call whose host function copies the same 64-byte value into memory."""
+    import wasmtime
+
+    engine = wasmtime.Engine()
+    module = wasmtime.Module(engine, wasm)
+    value = EnvHost.VALUE
+
+    def instantiate() -> tuple[wasmtime.Store, wasmtime.Instance]:
+        store = wasmtime.Store(engine)
+        linker = wasmtime.Linker(engine)
+        memory: list[wasmtime.Memory] = []
+
+        def env_get(name_ptr: int, name_len: int, out: int) -> int:
+            memory[0].read(store, name_ptr, name_ptr + name_len)
+            memory[0].write(store, value, out)
+            return len(value)
+
+        linker.define_func("tark:env", "get", wasmtime.FuncType(
+            [wasmtime.ValType.i32()] * 3, [wasmtime.ValType.i32()]), env_get)
+        instance = linker.instantiate(store, module)
+        memory.append(instance.exports(store)["memory"])
+        return store, instance
+
+    noop = []
+    for _ in range(n):
+        t = time.perf_counter()
+        store, instance = instantiate()
+        instance.exports(store)["noop"](store)
+        noop.append(time.perf_counter() - t)
+    store, instance = instantiate()
+    env_loop = instance.exports(store)["env_loop"]
+    host = []
+    for _ in range(max(5, n // HOST_CALLS_PER_EXPORT)):
+        t = time.perf_counter()
+        env_loop(store)
+        host.append((time.perf_counter() - t) / HOST_CALLS_PER_EXPORT)
+    return noop, host
+
+
+def measure(quick: bool) -> list:
+    """The report's figures (ops/bench/report.py): worker path against raw transports and in-process wasmtime."""
+    import wasmtime
+
+    from ops.bench.common import Result
+
+    calls, rounds = (200, 2) if quick else (2000, 5)
+    wasm = bytes(wasmtime.wat2wasm(WAT))
+    request = protocol.encode(protocol.EnvGet(host_call_id=1, name="BENCH_VAR"))
+    reply = protocol.encode(protocol.HostReply(host_call_id=1, code=0, data=EnvHost.VALUE))
+    noop, host, raw, pair, local_noop, local_host = [], [], [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        plugin_dir = tmp / "bench"
+        plugin_dir.mkdir()
+        (plugin_dir / "plugin.toml").write_text('[plugin]\nname = "bench"\nversion = "0.1.0"\ntype = "tool"\n'
+                                                '[capabilities]\nenv = ["BENCH_VAR"]\n')
+        (plugin_dir / "plugin.wasm").write_bytes(wasm)
+        plugin = load_plugin_dir(plugin_dir)
+        runtime = tmp / "run"
+        runtime.mkdir(mode=0o700)
+        with WorkerPool(runtime, ModuleCache(tmp / "cache"), lambda p: EnvHost()) as pool:
+            pool.call(plugin, "noop", [], None).raise_for_error()  # fork server + module cache warm
+            raw_peer = RawZmqPeer(f"ipc://{runtime}/raw.sock", request, reply)
+            pair_peer = RawSocketPeer(request, reply)
+            try:
+                for _ in range(rounds):  # interleaved, so the machine's load falls on all alike
+                    round_noop, round_host = measure_calls(pool, plugin, calls)
+                    noop += round_noop
+                    host += round_host
+                    raw += raw_peer.round(calls)
+                    pair += pair_peer.round(calls)
+                    round_noop, round_host = in_process_calls(wasm, calls)
+                    local_noop += round_noop
+                    local_host += round_host
+            finally:
+                raw_peer.close()
+                pair_peer.close()
+    us = lambda samples: median_us(samples)  # noqa: E731
+    host_name = "host call guest->worker->supervisor->guest (env.get, 64 B)"
+    return [
+        Result(host_name, us(host), "µs", "raw pyzmq DEALER/ROUTER req/rep, 2 processes", us(raw),
+               target_ratio=1.2, note="medians over interleaved rounds; the raw peer sends the host call's own "
+               "encoded request and reply"),
+        Result(host_name, us(host), "µs", "raw socketpair req/rep, 2 processes", us(pair)),
+        Result(host_name, us(host), "µs", "in-process wasmtime-py host call", us(local_host)),
+        Result("no-op export call, fresh instance (supervisor->worker->supervisor)", us(noop), "µs",
+               "in-process wasmtime-py: new store, instantiate, call", us(local_noop)),
+    ]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,3 @@
+from ops.bench.report import main
+
+main()
