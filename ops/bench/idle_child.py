@@ -5,3 +5,10 @@ import time
 
 def idle(spec: bytes) -> None:
     time.sleep(float(spec))
+
+
+def signal_ready(spec: bytes) -> None:
+    """Write one byte to the descriptor handed over as the module fd (3): the bare child's "ready"."""
+    import os
+
+    os.write(3, b"r")
