@@ -16,7 +16,8 @@ def report(spec: bytes) -> None:
     with open(spec.decode(), "w") as file:
         json.dump({"modules": sorted(sys.modules), "pid": os.getpid(), "sid": os.getsid(0), "pgid": os.getpgid(0),
                    "ppid": os.getppid(), "fds": fds, "environ": dict(os.environ),
-                   "dumpable": ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)}, file)  # PR_GET_DUMPABLE
+                   "dumpable": ctypes.CDLL(None).prctl(3, 0, 0, 0, 0),
+                   "main_script": getattr(sys.modules["__main__"], "__file__", None)}, file)  # PR_GET_DUMPABLE
 
 
 def linger(spec: bytes) -> None:

@@ -14,6 +14,7 @@ import datetime
 import importlib
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -39,8 +40,8 @@ class TopicRun:
 
 
 def available_topics() -> list[str]:
-    found = sorted(path.stem for path in HERE.glob("*.py")
-                   if not path.stem.startswith("_") and "def measure(" in path.read_text(encoding="utf-8"))
+    found = sorted(path.stem for path in HERE.glob("*.py") if not path.stem.startswith("_")
+                   and re.search(r"^def measure\(", path.read_text(encoding="utf-8"), re.MULTILINE))
     return sorted(found, key=lambda name: (TOPIC_ORDER.index(name) if name in TOPIC_ORDER else len(TOPIC_ORDER),
                                            name))
 
