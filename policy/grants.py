@@ -8,8 +8,8 @@ Items are named `storage`, `shell`, `http:PATTERN` (the pattern normalised: lowe
 `fs_read:PATH` (as written). Rules that hold whatever anything grants, each a small function below:
 - `/proc`, `/sys` and `/dev` are never readable unless an admin `[allow] fs_read` entry itself names a path
   there (so `fs_read = ["/proc/self/environ"]` cannot read the supervisor's environment);
-- tark's private paths (its directories, every plugin's credentials file) are never readable, except a plugin's
-  own credentials file when its own effective fs_read names it;
+- tark's private paths (its directories, every plugin's credentials file, every project's `.tark/plugins/`) are
+  never readable, except a plugin's own credentials file when its own effective fs_read names it;
 - http hosts are compared in IDNA 2008 form, the form the request is then sent with (policy.patterns).
 """
 
@@ -457,7 +457,12 @@ def canonical_pattern(expanded: str, resolve: Callable[[str], str]) -> str:
     return (resolve(literal) if literal else "").rstrip("/") + rest
 
 
+PROJECT_PLUGINS = "/.tark/plugins/"  # any project's per-plugin credentials and data (docs/channels.md)
+
+
 def is_private(canonical_path: str, private: Iterable[str]) -> bool:
+    if PROJECT_PLUGINS in canonical_path.rstrip("/") + "/":
+        return True
     return any(canonical_path == p or canonical_path.startswith(p.rstrip("/") + "/") for p in private)
 
 

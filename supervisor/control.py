@@ -54,6 +54,8 @@ class Request(msgspec.Struct, forbid_unknown_fields=True):
     timeout_s: float | None = None
     instance: str = "fresh"
     poll_ms: int | None = None  # channel_start: the poll interval
+    project: str = ""  # channel_start: the directory whose .tark/plugins/<id>/oauth.json is looked at first
+    passphrase: str = ""  # channel_start: opens an encrypted credentials file (docs/channels.md, "Credentials")
 
 
 class Reply(msgspec.Struct):

@@ -8,9 +8,10 @@ from supervisor.control import ControlError, DaemonClient, Request
 from supervisor.supervisor import CallRefused
 
 
-def channel_request(client: DaemonClient, op: str, plugin: str = "", *, poll_ms: int | None = None) -> dict[str, Any]:
+def channel_request(client: DaemonClient, op: str, plugin: str = "", *, poll_ms: int | None = None,
+                    project: str = "", passphrase: str = "") -> dict[str, Any]:
     """Run one channel operation on the daemon; returns `{"webhook": {...}, "channels": [...]}`."""
-    reply = client.request(Request(op=op, plugin=plugin, poll_ms=poll_ms))
+    reply = client.request(Request(op=op, plugin=plugin, poll_ms=poll_ms, project=project, passphrase=passphrase))
     if not reply.ok:
         if reply.refused:
             raise CallRefused(reply.error)

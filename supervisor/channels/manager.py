@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from supervisor.channel_credentials import CredentialsSource
 from supervisor.channels import operations as ops
 from supervisor.channels.messages import InboundMessage, WebhookResponse
 from policy.restart import Parked, RestartPolicy, StartAfter, decide, recent
@@ -56,6 +57,7 @@ class _Channel:
     poll_ms: int
     plugin: ops.ChannelPlugin
     display_name: str
+    source: CredentialsSource | None = attrs.field(default=None, repr=False)
     state: str = "starting"
     worker_pid: int | None = None
     polls: int = 0
@@ -80,17 +82,19 @@ class ChannelManager:
 
     # ------------------------------------------------------------------ user operations
 
-    def start(self, name: str, poll_ms: int = DEFAULT_POLL_MS) -> dict[str, Any]:
+    def start(self, name: str, poll_ms: int = DEFAULT_POLL_MS, source: CredentialsSource | None = None) -> dict[str, Any]:
+        """`source`: where this channel's credentials come from (the project and passphrase of the user who started
+        it); kept for the channel's later operations."""
         if poll_ms < 1:
             raise ops.ChannelError("The poll interval must be at least 1 ms")
-        plugin = ops.inspect(self._api, self._registry, name)
+        plugin = ops.inspect(self._api, self._registry, name, source)
         with self._lock:
             if self._closed:
                 raise ops.ChannelError("The supervisor daemon is shutting down")
             previous = self._channels.get(name)
             if previous is not None and previous.state in ACTIVE:
                 raise ops.ChannelError(f"Channel '{name}' is already running; stop it with: tark channel stop {name}")
-            channel = self._channels[name] = _Channel(name, poll_ms, plugin, display_name=name)
+            channel = self._channels[name] = _Channel(name, poll_ms, plugin, display_name=name, source=source)
         try:
             described = ops.info(self._api, plugin)
             self._api.end_instance(name, INSTANCE)  # whatever a crashed run left behind
@@ -146,7 +150,7 @@ class ChannelManager:
                                    crashed=True)
         if channel is None or state not in ACTIVE:
             raise ChannelNotServed(f"No channel '{name}' is running here")
-        plugin = ops.inspect(self._api, self._registry, name)  # credentials may have changed since start
+        plugin = ops.inspect(self._api, self._registry, name, channel.source)  # credentials may have changed
         try:
             response = ops.handle_webhook(self._api, plugin, request_json)
         except Exception as exc:
@@ -191,7 +195,7 @@ class ChannelManager:
         while not channel.stop.is_set():
             try:
                 if restart_needed:
-                    plugin = ops.inspect(self._api, self._registry, name)
+                    plugin = ops.inspect(self._api, self._registry, name, channel.source)
                     self._api.end_instance(name, INSTANCE)
                     pid = ops.start(self._api, plugin, INSTANCE)
                     with self._lock:

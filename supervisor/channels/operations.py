@@ -4,6 +4,8 @@ daemon's, or a `DaemonClient`): auth init + start on a kept instance, poll, webh
 tark's rules (ABI §3.3): optional exports are detected by exact type; when the manifest has `[oauth]` and
 credentials are stored, `channel_auth_init` gets them before every operation, so an operation that is not run on
 the channel's kept instance runs on an instance of its own (auth init, the call, then the instance is ended).
+Credentials come from the project's `.tark/plugins/<id>/oauth.json` or the global file, decrypted when they are
+an envelope (supervisor/channel_credentials.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import attrs
 from supervisor.channels.messages import (ChannelDataError, InboundMessage, SendResult, WebhookResponse,
                                           parse_channel_info, parse_inbound, parse_send_result,
                                           parse_webhook_response, send_request_json, split_text)
-from supervisor.credentials import load_credentials
+from supervisor.channel_credentials import CredentialsSource, default_source
 from supervisor.plugin import InstalledPlugin
 from supervisor.registry import Registry
 from supervisor.supervisor import CallResult
@@ -77,13 +79,15 @@ def channel_plugin(registry: Registry, name: str) -> InstalledPlugin:
     return plugin
 
 
-def inspect(api: ChannelApi, registry: Registry, name: str) -> ChannelPlugin:
+def inspect(api: ChannelApi, registry: Registry, name: str, source: CredentialsSource | None = None) -> ChannelPlugin:
+    """The channel's exports and credentials (from `source`: by default the cwd's project file, else the global
+    one, with the passphrase from TARK_PLUGIN_PASSPHRASE)."""
     plugin = channel_plugin(registry, name)
     exported = api.exports(name)
     present = frozenset(export for export, signature in SIGNATURES.items() if exported.get(export) == signature)
     credentials = None
     if plugin.manifest.oauth is not None and "channel_auth_init" in present:
-        credentials = load_credentials(plugin)
+        credentials = (source if source is not None else default_source()).load(plugin)
     return ChannelPlugin(name=name, exports=present, credentials=credentials)
 
 

@@ -8,10 +8,12 @@ and in `tark channel status` / `tark supervisor status`, and poll loops still ru
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Callable
 
 import attrs
 
+from supervisor.channel_credentials import CredentialsSource, environment_passphrase
 from supervisor.channels.manager import DEFAULT_POLL_MS, ChannelManager
 from supervisor.channels.operations import ChannelApi
 from supervisor.channels.webhook import (DEFAULT_HOST, DEFAULT_PORT, WebhookListener, WebhookListenError,
@@ -68,7 +70,9 @@ class ChannelService:
 
 
 def _start(service: ChannelService, request: Request) -> Reply:
-    service.manager.start(request.plugin, request.poll_ms or DEFAULT_POLL_MS)
+    source = CredentialsSource(Path(request.project) if request.project else None,
+                               environment_passphrase(given=request.passphrase or None))
+    service.manager.start(request.plugin, request.poll_ms or DEFAULT_POLL_MS, source)
     return Reply(ok=True, result=service.status(request.plugin))
 
 

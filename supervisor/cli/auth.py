@@ -111,7 +111,7 @@ def login_command(ctx: click.Context, name: str, no_browser: bool, timeout_s: fl
            min_poll_s if min_poll_s is not None else parent.get("min_poll_s"))
 
 
-def _browser_opener(no_browser: bool) -> Any:
+def browser_opener(no_browser: bool) -> Any:
     if no_browser or os.environ.get(NO_BROWSER_ENV) == "1" or not (sys.stdin.isatty() and sys.stdout.isatty()):
         return None
 
@@ -127,7 +127,7 @@ def _browser_opener(no_browser: bool) -> Any:
 def _login(target: AuthTarget, no_browser: bool, timeout_s: float | None, min_poll_s: float | None) -> None:
     echo(f"Authenticating with: {target.provider_id}")
     poll = PollSettings(min_interval_s=DEFAULT_MIN_INTERVAL_S if min_poll_s is None else min_poll_s)
-    options = FlowOptions(open_browser=_browser_opener(no_browser), timeout_s=timeout_s, poll=poll)
+    options = FlowOptions(open_browser=browser_opener(no_browser), timeout_s=timeout_s, poll=poll)
     try:
         with open_supervisor() as supervisor:
             result = authenticate(target, supervisor, echo, options)

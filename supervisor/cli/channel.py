@@ -18,6 +18,7 @@ from supervisor.channels.manager import DEFAULT_POLL_MS
 from supervisor.channels.messages import ChannelDataError
 from supervisor.cli.connect import open_supervisor
 from supervisor.cli.output import echo, header, make_console, print_json
+from supervisor.cli.passphrase import cli_source
 from supervisor.control import ControlError, DaemonClient
 from supervisor.credentials import CredentialsError
 from supervisor.daemon import running_client
@@ -54,8 +55,10 @@ def _daemon() -> DaemonClient:
 @click.option("--json", "as_json", is_flag=True, help="Print the channel's status as JSON.")
 def start_command(name: str, poll_ms: int, as_json: bool) -> None:
     """Start channel plugin NAME in the daemon: auth init, channel_start, then its poll loop and webhook."""
+    project, passphrase = _credentials_for_daemon(name)
     with _daemon() as client:
-        document = channel_request(client, "channel_start", name, poll_ms=poll_ms)
+        document = channel_request(client, "channel_start", name, poll_ms=poll_ms, project=project,
+                                   passphrase=passphrase)
     if as_json:
         print_json(document)
         return
@@ -133,7 +136,7 @@ def send_command(name: str, text: str, conversation_id: str, message_id: str | N
     """Send TEXT to a conversation through channel plugin NAME (final texts over 1800 bytes go in parts)."""
     registry = Registry(paths.plugins_dir())
     with open_supervisor() as supervisor:
-        channel = ops.inspect(supervisor, registry, name)
+        channel = ops.inspect(supervisor, registry, name, cli_source()[0])
         report = ops.send(supervisor, channel, conversation_id, text, message_id=message_id, is_final=not not_final,
                           metadata_json=metadata_json)
     if as_json:
@@ -143,6 +146,16 @@ def send_command(name: str, text: str, conversation_id: str, message_id: str | N
     first = report.message_ids[0]
     parts = f" in {len(report.message_ids)} parts" if len(report.message_ids) > 1 else ""
     echo(f"✅ Sent to {conversation_id}{parts}" + (f" (message {first})" if first is not None else ""))
+
+
+def _credentials_for_daemon(name: str) -> tuple[str, str]:
+    """The project directory and, when the channel's credentials file is encrypted, its passphrase (asked here, on
+    the user's terminal, and checked before the daemon gets it). The daemon keeps both for the channel's life."""
+    source, asked = cli_source()
+    plugin = Registry(paths.plugins_dir()).get(name)
+    if plugin.manifest.plugin.type == "channel" and plugin.manifest.oauth is not None:
+        source.load(plugin)
+    return str(source.project), asked.value or ""
 
 
 def _echo_endpoints(channel: dict[str, Any], webhook: dict[str, Any]) -> None:

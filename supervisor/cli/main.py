@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "supervisor.cli.plugin_consent",
     "supervisor.cli.plugin_audit",
     "supervisor.cli.plugin_secret",
+    "supervisor.cli.plugin_auth",
     "supervisor.cli.call",
     "supervisor.cli.supervisor_cmd",
     "supervisor.cli.tool",

@@ -58,6 +58,19 @@ def authenticate(target: AuthTarget, api: plugin_calls.Api, say: Say, options: F
     config = resolved_config(target, env)
     credentials_path(target.plugin, env)  # a bad credentials_path fails now, not after the user signed in
     say(f"Authenticating with {target.display_name}...")
+    text = obtain_credentials_text(config, api, target.plugin.name, say, options)
+    path = save_credentials(target.plugin, text, env)
+    try:
+        init_export = plugin_calls.init_with_credentials(api, target.plugin.name, text)
+    except OAuthError as exc:
+        raise OAuthError(f"{exc} (the credentials were saved to {path}, but the plugin did not accept them)") from None
+    return AuthResult(credentials_path=path, init_export=init_export)
+
+
+def obtain_credentials_text(config: OAuthConfig, api: plugin_calls.Api, name: str, say: Say,
+                            options: FlowOptions) -> str:
+    """Run the flow and shape the tokens as tark stores them: the plugin's `auth_process_tokens` output when the
+    manifest names a callback, else pretty key-sorted JSON with `expires_at`."""
     with http_client() as client:
         if config.flow == "pkce":
             tokens = _pkce(client, config, say, options)
@@ -65,17 +78,9 @@ def authenticate(target: AuthTarget, api: plugin_calls.Api, say: Say, options: F
             tokens = _device(client, config, say, options)
         else:
             raise OAuthError(f"Unknown OAuth flow '{config.flow}'; use pkce or device_flow")
-    name = target.plugin.name
     if config.process_tokens_callback:
-        text = plugin_calls.process_tokens(api, name, callback_input(tokens))
-    else:
-        text = default_credentials_text(tokens)
-    path = save_credentials(target.plugin, text, env)
-    try:
-        init_export = plugin_calls.init_with_credentials(api, name, text)
-    except OAuthError as exc:
-        raise OAuthError(f"{exc} (the credentials were saved to {path}, but the plugin did not accept them)") from None
-    return AuthResult(credentials_path=path, init_export=init_export)
+        return plugin_calls.process_tokens(api, name, callback_input(tokens))
+    return default_credentials_text(tokens)
 
 
 def _pkce(client: Any, config: OAuthConfig, say: Say, options: FlowOptions) -> dict[str, Any]:

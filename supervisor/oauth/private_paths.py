@@ -1,12 +1,15 @@
-"""Paths no plugin may read whatever its fs_read says: tark's own directories and every plugin's OAuth
-credentials file (a plugin gets its own credentials only through its auth-init export)."""
+"""Paths no plugin may read whatever its fs_read says: tark's own directories, every plugin's OAuth
+credentials file and every project's `.tark/plugins/` tree (a plugin gets its own credentials only through its
+auth-init export)."""
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from supervisor import paths
+from supervisor.channel_credentials import PROJECT_DIR
 from supervisor.credentials import CredentialsError, declared_credentials_path
 from supervisor.registry import Registry, RegistryError
 
@@ -16,7 +19,8 @@ _log = logging.getLogger(__name__)
 def private_paths() -> tuple[str, ...]:
     """Canonical paths; each protects itself and everything beneath it. Read afresh on every call, so a plugin
     installed (or a credentials_path changed) after a worker started is covered at once."""
-    found = [paths.data_root(), paths.config_dir(), paths.cache_dir(), paths.runtime_dir()]
+    found = [paths.data_root(), paths.config_dir(), paths.cache_dir(), paths.runtime_dir(),
+             Path.cwd() / PROJECT_DIR / "plugins"]  # any other project's .tark/plugins: policy.grants.is_private
     try:
         plugins = Registry(paths.plugins_dir()).list().plugins
     except (RegistryError, OSError) as exc:
