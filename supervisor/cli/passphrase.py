@@ -5,6 +5,7 @@ Without a terminal and without the variable, a clear error instead of a prompt t
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -13,7 +14,7 @@ from supervisor.channel_credentials import PASSPHRASE_ENV, CredentialsSource, No
 
 
 def on_terminal() -> bool:
-    return click.get_text_stream("stdin").isatty()
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 def new_passphrase(path: Path) -> str:
