@@ -159,3 +159,24 @@ def save(plugin: InstalledPlugin, scope: Scope, project: Path, plaintext: str, p
         directory.mkdir(mode=0o700, exist_ok=True)
     write_atomically(path, text.encode("utf-8"))
     return path
+
+
+@attrs.frozen
+class StoredState:
+    """What `tark auth status` says of a channel's credentials, without opening them (no passphrase needed)."""
+
+    path: Path | None  # the file a channel operation would use, else where `tark plugin auth` writes by default
+    scope: Scope | None  # None: nothing stored
+    encrypted: bool | None
+    problem: str | None
+
+
+def stored_state(plugin: InstalledPlugin, project: Path | None) -> StoredState:
+    try:
+        located = locate(plugin, project)
+        if located is None:
+            return StoredState(credentials_path(plugin), None, None, None)
+        text = read_text(located.path)
+    except CredentialsError as exc:
+        return StoredState(None, None, None, str(exc))
+    return StoredState(located.path, located.scope, envelope.looks_encrypted(text), None)

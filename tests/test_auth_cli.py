@@ -119,7 +119,7 @@ def test_status_reports_credentials_and_each_plugins_own_answer(cli, oauth_examp
     assert documents["oauth-provider"] == {
         "plugin": "oauth-provider", "providers": ["oauth-demo"], "display_name": "OAuth Demo",
         "oauth_flow": "device_flow", "credentials_path": str(oauth_example), "has_credentials": True,
-        "expires_at": None, "plugin_status": "authenticated", "problems": [],
+        "expires_at": None, "plugin_status": "authenticated", "problems": [], "type": "provider",
     }
     assert documents["hello-auth"]["plugin_status"] == "not authenticated"
 

@@ -428,3 +428,22 @@ def test_an_encrypted_file_opens_with_a_passphrase_typed_on_the_terminal(cli, in
     assert code == 0, output
     document = json.loads(output[output.index("{"):])
     assert unhex(document["message_ids"][0]) == '{"config":{"api_key":"t","workspace":"main"}}'
+
+
+# ------------------------------------------------------------------------------------------ tark auth status
+
+def test_auth_status_lists_channels_and_where_their_credentials_are(cli, installed: Path) -> None:
+    before = cli("auth", "status")
+    assert before.exit_code == 0, before.output
+    assert ("❌ credentials - Credentials channel (channel plugin credentials-channel)\n"
+            "     Credentials: none (configure with: tark plugin auth credentials-channel)\n") in before.output
+    assert cli("plugin", "auth", NAME, "--scope", "project", "--set", "api_key=k-secret-1", "--no-oauth").exit_code == 0
+    after = cli("auth", "status")
+    assert ("✅ credentials - Credentials channel (channel plugin credentials-channel)\n"
+            f"     Credentials: {installed} (project, encrypted)\n") in after.output
+    assert PASS not in after.output and "k-secret-1" not in after.output
+    (document,) = json.loads(cli("auth", "status", "--json").output)
+    assert document == {"plugin": NAME, "type": "channel", "channels": ["credentials"],
+                        "display_name": "Credentials channel", "oauth_flow": "pkce",
+                        "credentials_path": str(installed), "scope": "project", "has_credentials": True,
+                        "encrypted": True, "problems": []}

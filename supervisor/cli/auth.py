@@ -10,11 +10,13 @@ import os
 import sys
 import time
 import webbrowser
+from pathlib import Path
 from typing import Any
 
 import click
 
 from supervisor import paths
+from supervisor.channel_credentials import StoredState, stored_state
 from supervisor.cli.connect import open_supervisor
 from supervisor.cli.output import echo, print_json, warn
 from supervisor.control import ControlError
@@ -24,6 +26,7 @@ from supervisor.oauth.errors import OAuthError
 from supervisor.oauth.flow import FlowOptions, authenticate
 from supervisor.oauth.status import AuthStatus, auth_status, logout
 from supervisor.oauth.targets import AuthTarget, UnknownProvider, auth_plugins, find_target, oauth_targets
+from supervisor.plugin import InstalledPlugin
 from supervisor.registry import Registry
 from supervisor.supervisor import CallRefused
 
@@ -146,19 +149,28 @@ def _login(target: AuthTarget, no_browser: bool, timeout_s: float | None, min_po
 @auth_group.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of text.")
 def status_command(as_json: bool) -> None:
-    """Show every enabled provider and auth plugin: stored credentials, expiry and the plugin's own status."""
-    plugins = auth_plugins(Registry(paths.plugins_dir()))
+    """Show every enabled provider and auth plugin (stored credentials, expiry, the plugin's own status) and every
+    channel plugin's credentials (this directory's project file, else the global one)."""
+    registry = Registry(paths.plugins_dir())
+    plugins = auth_plugins(registry)
     with open_supervisor() as supervisor:
         statuses = [auth_status(plugin, supervisor) for plugin in plugins]
+    channels = [(plugin, stored_state(plugin, Path.cwd())) for plugin in registry.list().plugins
+                if plugin.enabled and plugin.manifest.plugin.type == "channel" and plugin.manifest.oauth is not None]
     if as_json:
-        print_json([s.to_json() for s in statuses])
+        print_json([{**s.to_json(), "type": p.manifest.plugin.type} for p, s in zip(plugins, statuses)]
+                   + [_channel_json(plugin, state) for plugin, state in channels])
         return
     _header("=== Authentication Status ===")
-    if not statuses:
-        echo("No provider or auth plugins installed.")
+    if not statuses and not channels:
+        echo("No provider, auth or channel plugins with credentials installed.")
     for status in statuses:
         _print_status(status)
+    for plugin, state in channels:
+        _print_channel(plugin, state)
     echo("")
+    if channels:
+        echo("Configure a channel with: tark plugin auth <plugin>")
     echo("Authenticate with: tark auth <provider>")
     echo("Logout with: tark auth logout <provider>")
 
@@ -181,6 +193,33 @@ def _print_status(status: AuthStatus) -> None:
         echo(f"     Plugin reports: {status.plugin_status}")
     for problem in status.problems:
         echo(f"     Problem: {problem}")
+
+
+def _channel_names(plugin: InstalledPlugin) -> tuple[list[str], str]:
+    contributed = plugin.manifest.contributes.channels
+    ids = [c.id for c in contributed] or [plugin.name]
+    return ids, ", ".join(c.name or c.id for c in contributed) or plugin.name
+
+
+def _channel_json(plugin: InstalledPlugin, state: StoredState) -> dict[str, Any]:
+    ids, display = _channel_names(plugin)
+    return {"plugin": plugin.name, "type": "channel", "channels": ids, "display_name": display,
+            "oauth_flow": plugin.manifest.oauth.flow if plugin.manifest.oauth else None,
+            "credentials_path": str(state.path) if state.path else None, "scope": state.scope,
+            "has_credentials": state.scope is not None, "encrypted": state.encrypted,
+            "problems": [state.problem] if state.problem else []}
+
+
+def _print_channel(plugin: InstalledPlugin, state: StoredState) -> None:
+    ids, display = _channel_names(plugin)
+    mark = "✅" if state.scope is not None else "❌"
+    echo(f"{mark} {', '.join(ids)} - {display} (channel plugin {plugin.name})")
+    if state.scope is not None:
+        echo(f"     Credentials: {state.path} ({state.scope}, {'encrypted' if state.encrypted else 'NOT encrypted'})")
+    elif state.problem is None:
+        echo(f"     Credentials: none (configure with: tark plugin auth {plugin.name})")
+    if state.problem is not None:
+        echo(f"     Problem: {state.problem}")
 
 
 @auth_group.command("logout")
