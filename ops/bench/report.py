@@ -28,7 +28,7 @@ from ops.bench.common import Result
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 RESULTS = HERE / "RESULTS.md"
-TOPIC_ORDER = ("cli_speed", "roundtrip", "coldstart", "scale", "throughput", "storage", "recovery")
+TOPIC_ORDER = ("cli_speed", "roundtrip", "coldstart", "idle_memory", "scale", "throughput", "storage", "recovery")
 
 
 @attrs.frozen
