@@ -3,7 +3,8 @@
 The supervisor starts it (supervisor/forkserver.py) with a scrubbed environment and one end of a SOCK_SEQPACKET
 socketpair as its only channel: there is no listener anywhere, so nothing but the supervisor can talk to it. It
 imports the worker's code once (this module imports worker.main: wasmtime, zmq and worker.*, nothing of the
-supervisor's) and then, per request, forks one worker:
+supervisor's), does once what every worker would otherwise repeat (text codecs, the compiled seccomp program,
+wasmtime's first use: docs/performance.md, "Worker start") and then, per request, forks one worker:
 
     supervisor -> fork server   ForkRequest + fds [status pipe write end, sealed module memfd (optional)]
     fork server -> supervisor   ForkReply(pid) + fds [pidfd of the new worker]   (or ForkReply(error=...))
@@ -149,7 +150,10 @@ def _prepare_shared_work() -> None:
         seccomp.compiled()
     except seccomp.LayerFailed:
         pass  # no libseccomp: each worker reports the missing layer itself
-    _warm_up_engine()
+    try:
+        _warm_up_engine()
+    except Exception as exc:  # noqa: BLE001 - only a speed-up: each worker then does this itself
+        print(f"tark fork server: wasmtime warm-up skipped: {exc}", file=sys.stderr)
 
 
 _WARM_UP_WAT = '(module (memory (export "memory") 1) (func (export "run") (result i32) (i32.const 0)))'

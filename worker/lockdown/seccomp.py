@@ -99,7 +99,10 @@ def compiled() -> bytes | None:
     """The allow-list as a BPF program with _PID_PLACEHOLDER for the pid, or None if the pid does not land in
     separate instruction constants (then each worker compiles its own). Cached: the fork server calls it before
     forking. Compiled for two placeholders: the programs must differ exactly in the instructions holding them."""
-    program, other = _export(_build(_PID_PLACEHOLDER)), _export(_build(_PID_PLACEHOLDER + 1))
+    try:
+        program, other = _export(_build(_PID_PLACEHOLDER)), _export(_build(_PID_PLACEHOLDER + 1))
+    except OSError:
+        return None
     if not program or len(program) % _INSTRUCTION.size or len(program) != len(other):
         return None
     for ours, theirs in zip(_INSTRUCTION.iter_unpack(program), _INSTRUCTION.iter_unpack(other)):
