@@ -17,12 +17,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from supervisor import envelope
 from supervisor.supervisor import Supervisor
+from oauth_server import CLIENT_ID, OAuthServer, free_port
 from wasm_fixtures import make_guest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -447,3 +449,47 @@ def test_auth_status_lists_channels_and_where_their_credentials_are(cli, install
                         "display_name": "Credentials channel", "oauth_flow": "pkce",
                         "credentials_path": str(installed), "scope": "project", "has_credentials": True,
                         "encrypted": True, "problems": []}
+
+
+# ------------------------------------------------------------------------------------------ with an OAuth flow
+
+def test_oauth_tokens_are_stored_with_the_settings_and_reach_the_plugin(cli, project: Path, tmp_path: Path,
+                                                                        tark_argv) -> None:
+    """tark's `{"config":..,"tokens":..}`: the settings plus the token response (sorted, with expires_at), from a
+    real PKCE sign-in against a local authorization server."""
+    source = tmp_path / "oauth-src"
+    shutil.copytree(EXAMPLE, source)
+    with OAuthServer() as server:
+        manifest = (source / "plugin.toml").read_text().split("\n[oauth]\n")[0] + (
+            "\n"
+            f'[oauth]\nflow = "pkce"\nauth_url = "{server.url}/authorize"\ntoken_url = "{server.url}/token"\n'
+            f'client_id = "{CLIENT_ID}"\nscopes = ["chat"]\nredirect_uri = "http://127.0.0.1:{free_port()}/cb"\n')
+        (source / "plugin.toml").write_text(manifest)
+        assert cli("plugin", "add", "--yes", str(source)).exit_code == 0
+        process = subprocess.Popen([*tark_argv, "plugin", "auth", NAME, "--scope", "project", "--set", "api_key=k",
+                                    "--oauth", "--no-browser", "--timeout", "30"], cwd=project, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+        try:
+            assert process.stdout is not None
+            lines = []
+            for line in process.stdout:
+                lines.append(line.rstrip("\n"))
+                if line.startswith(f"{server.url}/authorize?"):
+                    break
+            assert lines, process.communicate(timeout=30)
+            page = httpx.get(lines[-1], follow_redirects=True, timeout=30)
+            assert page.status_code == 200
+            out, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 0, err
+        (issued,) = server.issued
+    path = project / ".tark" / "plugins" / NAME / "oauth.json"
+    assert out.rstrip().endswith(f"✅ Saved credentials to {path}")
+    stored = json.loads(reference_open(path.read_text(), PASS))
+    assert stored["config"] == {"api_key": "k", "workspace": "main"}
+    expires_at = stored["tokens"].pop("expires_at")
+    assert stored["tokens"] == issued and isinstance(expires_at, int | float)
+    assert list(stored) == ["config", "tokens"]
+    assert send(cli) == reference_open(path.read_text(), PASS)
