@@ -50,7 +50,7 @@ def register(cli: click.Group) -> None:
     cli.add_user_errors(SettingsError, envelope.EnvelopeError)  # type: ignore[attr-defined]
 
 
-@click.command("auth")
+@click.command("auth", short_help="Set a channel plugin's credentials (encrypted).")
 @click.argument("plugin_id")
 @click.option("--scope", type=click.Choice(["global", "project"]), default=None,
               help="Store globally (default) or in ./.tark/plugins/<id>/oauth.json. Asked on a terminal.")
