@@ -85,3 +85,106 @@ def export_shape(name: str, params: tuple[str, ...], results: tuple[str, ...]) -
             f"export '{name}' takes {len(params)} parameters; expected (ptr, len) pairs and a result pointer"
         )
     return ExportShape(string_args=len(params) // 2, result_capacity=RESULT_CAPACITY.get(name, DEFAULT_RESULT_CAPACITY))
+
+
+# --------------------------------------------------------------------------- the two ABIs (docs/components.md)
+
+WIT_PACKAGE = "tark:plugin@0.1.0"
+CORE_MODULE = "module"
+COMPONENT = "component"
+_PREAMBLE_MAGIC = b"\0asm"
+
+
+def wasm_kind(data: bytes) -> str | None:
+    """"module" (core wasm) or "component", read from the preamble's layer field; None if not wasm at all."""
+    if len(data) < 8 or data[:4] != _PREAMBLE_MAGIC:
+        return None
+    return COMPONENT if data[6:8] == b"\x01\x00" else CORE_MODULE
+
+
+@attrs.frozen
+class Export:
+    """One export in both ABIs: the core export `core` and the component function `interface`#`function` of
+    wit/tark.wit. `args` names how each core string argument becomes a WIT argument ("string" as is, "messages":
+    the core ABI's messages JSON as a list of `message` records); `result` names how the worker turns the WIT
+    result into the core ABI's return code and result bytes (worker/component_values.py)."""
+
+    core: str
+    interface: str
+    function: str
+    args: tuple[str, ...]
+    result: str
+
+    @property
+    def wit_name(self) -> str:
+        return f"{self.interface}#{self.function}"
+
+    @property
+    def result_capacity(self) -> int | None:
+        return None if self.core in STATUS_ONLY else RESULT_CAPACITY.get(self.core, DEFAULT_RESULT_CAPACITY)
+
+    @property
+    def core_signature(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        params = ("i32",) * (2 * len(self.args) + (self.result_capacity is not None))
+        return params, ("i32",)
+
+
+_S = ("string",)
+EXPORTS: tuple[Export, ...] = (
+    Export("provider_info", "provider-plugin", "name", (), "provider_info"),
+    Export("provider_models", "provider-plugin", "models", (), "provider_models"),
+    Export("provider_chat", "provider-plugin", "chat", ("messages", "string"), "chat_response"),
+    Export("display_name", "auth-plugin", "display-name", (), "text"),
+    Export("status", "auth-plugin", "status", (), "auth_status"),
+    Export("auth_start_device_flow", "auth-plugin", "start-device-flow", (), "device_code"),
+    Export("auth_poll", "auth-plugin", "poll", _S, "poll_result"),
+    Export("get_token", "auth-plugin", "get-token", (), "text_or_error"),
+    Export("logout", "auth-plugin", "logout", (), "status_or_error"),
+    Export("tool_get_tools", "tool-plugin", "get-tools", (), "tool_defs"),
+    Export("tool_get_risk_level", "tool-plugin", "get-risk-level", _S, "risk_level"),
+    Export("tool_execute", "tool-plugin", "execute", _S * 2, "tool_result"),
+    Export("hook_on_tool_execute", "hook-plugin", "on-tool-execute", _S * 2, "nothing"),
+    Export("hook_on_tool_complete", "hook-plugin", "on-tool-complete", _S * 2, "nothing"),
+    Export("hook_on_error", "hook-plugin", "on-error", _S, "nothing"),
+    Export("channel_info", "channel-plugin", "info", (), "channel_info"),
+    Export("channel_start", "channel-plugin", "start", (), "status_or_error"),
+    Export("channel_stop", "channel-plugin", "stop", (), "status_or_error"),
+    Export("channel_poll", "channel-plugin", "poll", (), "inbound_messages"),
+    Export("channel_handle_webhook", "channel-plugin", "handle-webhook", _S, "text_or_error"),
+    Export("channel_send", "channel-plugin", "send", _S, "text_or_error"),
+)
+EXPORTS_BY_CORE: dict[str, Export] = {e.core: e for e in EXPORTS}
+EXPORTS_BY_WIT: dict[str, Export] = {e.wit_name: e for e in EXPORTS}
+# tark's status codes of the core ABI for the WIT enums (tark-core-abi.md §3.2 legacy auth numbering; tool §2.2)
+AUTH_STATUS_CODES = {"not-authenticated": 0, "authenticated": 1, "expired": 2}
+RISK_LEVEL_CODES = {"read-only": 0, "write": 1, "risky": 2, "dangerous": 3}
+
+
+def interface_name(interface: str) -> str:
+    """The full name a component exports an interface under: `tark:plugin/tool-plugin@0.1.0`."""
+    package, version = WIT_PACKAGE.split("@")
+    return f"{package}/{interface}@{version}"
+
+
+def resolve_export(name: str) -> Export | None:
+    """The table entry for a core name (`tool_execute`), a WIT name (`tool-plugin#execute`) or a full WIT name
+    (`tark:plugin/tool-plugin@0.1.0#execute`)."""
+    if name in EXPORTS_BY_CORE:
+        return EXPORTS_BY_CORE[name]
+    interface, sep, function = name.partition("#")
+    if not sep:
+        return None
+    prefix, version = WIT_PACKAGE.split("@")
+    if interface.startswith(prefix + "/") and interface.endswith("@" + version):
+        interface = interface[len(prefix) + 1 : -len(version) - 1]
+    return EXPORTS_BY_WIT.get(f"{interface}#{function}")
+
+
+def component_core_exports(functions: dict[str, set[str]]) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """The core exports a component stands for: `functions` maps each exported interface (full name) to its
+    function names; each table entry it has becomes its core export with the core signature."""
+    found = {}
+    for entry in EXPORTS:
+        if entry.function in functions.get(interface_name(entry.interface), ()):
+            found[entry.core] = entry.core_signature
+    return found

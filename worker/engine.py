@@ -147,9 +147,7 @@ class GuestRuntime:
     """Runs Invoke requests for one plugin; also the `HostBridge` its tark:* imports talk through."""
 
     def __init__(self, spec: protocol.WorkerSpec, link: SupervisorLink) -> None:
-        self._spec = spec
-        self._link = link
-        self._engine = wasmtime.Engine(protocol.build_engine_config(spec.engine))
+        self._init_bridge(spec, link)
         if spec.module_fd is not None:  # the supervisor's sealed memfd: what it verified is what loads
             try:
                 self._module = wasmtime.Module.deserialize_file(self._engine, f"/proc/self/fd/{spec.module_fd}")
@@ -171,6 +169,12 @@ class GuestRuntime:
         except wasmtime.WasmtimeError as exc:
             raise CallFailed("instantiate", f"Failed to instantiate plugin: {spec.plugin}: {_reason(exc)}") from None
         self._named: dict[str, _Instance] = {}
+
+    def _init_bridge(self, spec: protocol.WorkerSpec, link: SupervisorLink) -> None:
+        """The engine, limits and supervisor link every runtime has, whichever ABI it hosts (worker/component.py)."""
+        self._spec = spec
+        self._link = link
+        self._engine = wasmtime.Engine(protocol.build_engine_config(spec.engine))
         self._host_call_ids = 0
         self._limiter = RateLimiter(spec.log_lines_per_second)
         self._output_budget = MAX_OUTPUT_BYTES_PER_CALL
