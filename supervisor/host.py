@@ -79,6 +79,7 @@ class PluginHost:
             protocol.StorageGet: lambda r: self.storage.get(r.key),
             protocol.StorageSet: lambda r: self.storage.set(r.key, r.value, self.call_deadline),
             protocol.StorageDelete: lambda r: self.storage.delete(r.key, self.call_deadline),
+            protocol.StorageListKeys: lambda r: self.storage.list_keys(),
             protocol.EnvGet: lambda r: self.env.get(r.name),
             protocol.FsRead: lambda r: self.fs.read(r.path),
         }

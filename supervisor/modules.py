@@ -24,7 +24,9 @@ from typing import Any, Callable, Iterator
 import attrs
 import msgspec
 import wasmtime
+from wasmtime import component
 
+from policy import abi
 from worker.protocol import EngineSettings, build_engine_config
 from supervisor.atomic_file import write_atomically
 
@@ -56,6 +58,7 @@ class VerifiedModule:
     path: Path  # the cache entry it was read from or written to
     digest: str  # sha256 of the serialized bytes
     fd: int
+    component: bool = False  # a component (wit/tark.wit), not a core module: read from the wasm's preamble
 
 
 class ModuleCache:
@@ -98,13 +101,14 @@ class ModuleCache:
             known = self._verified.get(artifact.name)
         if known is not None:
             return known
+        is_component = abi.wasm_kind(wasm) == abi.COMPONENT
         data = self._read_verified(artifact, label)
         if data is None:
-            data = bytes(self._compile(wasm, label, self._engine_for(settings)).serialize())
+            data = bytes(self._compile(wasm, label, self._engine_for(settings), is_component).serialize())
             # The digest first: another process that finds the entry always finds its digest too.
             self._write_digest(artifact, hashlib.sha256(data).hexdigest())
             self._write_atomically(artifact, data)
-        module = VerifiedModule(artifact, hashlib.sha256(data).hexdigest(), _sealed_memfd(data, label))
+        module = VerifiedModule(artifact, hashlib.sha256(data).hexdigest(), _sealed_memfd(data, label), is_component)
         with self._lock:
             known = self._verified.setdefault(artifact.name, module)
         if known is not module:  # another thread got there first
@@ -169,14 +173,20 @@ class ModuleCache:
         if cached is not None:
             return cached
         verified = self.load(wasm_path, name)
-        module = wasmtime.Module.deserialize_file(self._engine, f"/proc/self/fd/{verified.fd}")
         found: dict[str, ExportSignature] = {}
-        for export in module.exports:
-            ty = export.type
-            if isinstance(ty, wasmtime.FuncType):
-                found[export.name] = ExportSignature(
-                    tuple(str(p) for p in ty.params), tuple(str(r) for r in ty.results)
-                )
+        if verified.component:
+            # A component stands for the core exports of the table entries it has (policy/abi.py): every caller
+            # in the supervisor then treats it as the core module it is equivalent to.
+            for export, (params, results) in abi.component_core_exports(self._component_functions(verified)).items():
+                found[export] = ExportSignature(params, results)
+        else:
+            module = wasmtime.Module.deserialize_file(self._engine, f"/proc/self/fd/{verified.fd}")
+            for export in module.exports:
+                ty = export.type
+                if isinstance(ty, wasmtime.FuncType):
+                    found[export.name] = ExportSignature(
+                        tuple(str(p) for p in ty.params), tuple(str(r) for r in ty.results)
+                    )
         with self._lock:
             self._exports[key] = found
         return found
@@ -186,9 +196,21 @@ class ModuleCache:
         settings_hash = hashlib.sha256(settings.cache_key().encode()).hexdigest()[:16]
         return self._dir / f"{digest}-{WASMTIME_VERSION}-{settings_hash}.cwasm"
 
-    def _compile(self, wasm: bytes, name: str, engine: wasmtime.Engine) -> wasmtime.Module:
+    def _component_functions(self, verified: VerifiedModule) -> dict[str, set[str]]:
+        """Each interface the component exports -> the names of its functions."""
+        compiled = component.Component.deserialize_file(self._engine, f"/proc/self/fd/{verified.fd}")
+        functions: dict[str, set[str]] = {}
+        for interface, item in compiled.type.exports(self._engine).items():
+            ty = item.ty
+            if isinstance(ty, component.ComponentInstanceType):
+                functions[interface] = {name for name, inner in ty.exports(self._engine).items()
+                                        if isinstance(inner.ty, component.FuncType)}
+        return functions
+
+    def _compile(self, wasm: bytes, name: str, engine: wasmtime.Engine,
+                 is_component: bool = False) -> wasmtime.Module | component.Component:
         try:
-            return wasmtime.Module(engine, wasm)
+            return component.Component(engine, wasm) if is_component else wasmtime.Module(engine, wasm)
         except wasmtime.WasmtimeError as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise ModuleCompileError(f"Failed to compile WASM: {name}: {reason}") from None

@@ -7,6 +7,9 @@ import re
 from pathlib import Path
 
 import wasmtime
+from wasmtime import component
+
+from policy import abi
 
 from worker.protocol import EngineSettings, build_engine_config
 
@@ -16,10 +19,14 @@ class WasmValidationError(Exception):
 
 
 def validate_wasm(data: bytes, settings: EngineSettings = EngineSettings()) -> None:
-    """Raise WasmValidationError("WASM validation failed: <reason>") unless `data` is a valid module."""
+    """Raise WasmValidationError("WASM validation failed: <reason>") unless `data` is a valid core module or
+    component (docs/components.md)."""
     engine = wasmtime.Engine(build_engine_config(settings))
     try:
-        wasmtime.Module.validate(engine, data)
+        if abi.wasm_kind(data) == abi.COMPONENT:
+            component.Component(engine, data)  # no validate-only entry point for components: compiling checks it
+        else:
+            wasmtime.Module.validate(engine, data)
     except wasmtime.WasmtimeError as exc:
         # wasmtime pretty-prints byte arrays over several lines; one line reads better in `Error: ...`.
         reason = re.sub(r"\s*\n\s*", " ", str(exc).strip()).replace("[ ", "[").replace(", ]", "]")

@@ -209,6 +209,7 @@ class WorkerStarter:
                 endpoint=f"ipc://{endpoint_path}",
                 module_path=str(module.path),
                 module_fd=protocol.MODULE_FD,
+                component=module.component,
                 engine=settings,
                 token=token,
                 run_as_uid=uid,

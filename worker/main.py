@@ -13,6 +13,7 @@ import msgspec
 
 from worker import protocol
 from worker.channel import SupervisorLink, SupervisorLost
+from worker.component import ComponentRuntime
 from worker.engine import CallFailed, GuestRuntime
 from worker.lockdown import Lockdown
 
@@ -27,7 +28,7 @@ def run(spec_bytes: bytes, unavailable: Iterable[str] = ()) -> None:
     lockdown.before_setup()
     with SupervisorLink(spec.endpoint) as link:
         try:
-            runtime = GuestRuntime(spec, link)
+            runtime = (ComponentRuntime if spec.component else GuestRuntime)(spec, link)
             link.wait_connected(CONNECT_TIMEOUT_S)  # an own uid could not reach the endpoint afterwards
             lockdown.after_setup()
         except CallFailed as exc:

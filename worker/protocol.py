@@ -83,6 +83,7 @@ class WorkerSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     module_path: Annotated[str, msgspec.Meta(max_length=4096)]  # serialized module written by the supervisor
     # The module as a sealed memfd at MODULE_FD, verified by the supervisor (module_path is then only its name).
     module_fd: int | None = None
+    component: bool = False  # the module is a component (wit/tark.wit), as the supervisor read its preamble
     engine: EngineSettings = EngineSettings()
     memory_limit_bytes: int = 256 * 1024 * 1024  # guest linear memory cap (wasmtime StoreLimits)
     call_cpu_ms: int = 30_000  # epoch deadline per export call
@@ -190,6 +191,12 @@ class StorageDelete(_Msg, tag="storage.delete"):
     key: Text
 
 
+class StorageListKeys(_Msg, tag="storage.list_keys"):
+    """wit/tark.wit storage.list-keys (components only). Reply: a JSON array of the keys, sorted."""
+
+    host_call_id: CallId
+
+
 class HttpGet(_Msg, tag="http.get"):
     host_call_id: CallId
     url: Text
@@ -278,10 +285,10 @@ class InvokeResult(_Msg, tag="result"):
 
 
 HostRequest = Union[
-    StorageGet, StorageSet, StorageDelete, HttpGet, HttpPost, WsConnect, WsSend, WsRecv, WsClose, EnvGet, FsRead
+    StorageGet, StorageSet, StorageDelete, StorageListKeys, HttpGet, HttpPost, WsConnect, WsSend, WsRecv, WsClose, EnvGet, FsRead
 ]
 FromWorker = Union[
-    Ready, StartFailed, StorageGet, StorageSet, StorageDelete, HttpGet, HttpPost, WsConnect, WsSend, WsRecv,
+    Ready, StartFailed, StorageGet, StorageSet, StorageDelete, StorageListKeys, HttpGet, HttpPost, WsConnect, WsSend, WsRecv,
     WsClose, EnvGet, FsRead, Log, GuestOutput, InvokeResult,
 ]
 

@@ -142,6 +142,10 @@ class KeyValueStore:
             row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
+    def keys(self) -> list[str]:
+        with self._lock:
+            return [row[0] for row in self._conn.execute("SELECT key FROM kv ORDER BY key")]
+
     def set(self, key: str, value: str, quota_bytes: int, wait_s: float | None = None) -> None:
         """`wait_s`: how long to wait for another writer at most, when less than the busy timeout (what is left
         of the call's deadline, docs/limits.md)."""
@@ -353,6 +357,22 @@ class StorageCapability:
         if len(data) > self.config.max_result_bytes:
             self._log.warning("storage.get %r: value of %d bytes exceeds the %d-byte result limit",
                               key[:64], len(data), self.config.max_result_bytes)
+            return Outcome(FAILED)
+        return Outcome.written(data)
+
+    def list_keys(self) -> Outcome:
+        """The plugin's keys as a JSON array, sorted (wit/tark.wit storage.list-keys; the core ABI has none)."""
+        store = self._open("list_keys", "")
+        if store is None:
+            return Outcome(FAILED)
+        try:
+            keys = store.keys()
+        except sqlite3.Error as exc:
+            return self._db_failed("list_keys", exc)
+        data = json.dumps(keys, ensure_ascii=False, separators=(",", ":")).encode()
+        if len(data) > self.config.max_result_bytes:
+            self._log.warning("storage.list_keys: %d bytes of keys exceed the %d-byte result limit",
+                              len(data), self.config.max_result_bytes)
             return Outcome(FAILED)
         return Outcome.written(data)
 

@@ -1,0 +1,95 @@
+"""Component plugins (wit/tark.wit) hosted next to core modules: the same scenario for a core-ABI plugin and its
+component twin, through real workers, the real broker and real capability handlers (docs/components.md)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from policy import abi
+from supervisor.modules import ModuleCache
+from supervisor.plugin import InstalledPlugin, load_plugin_dir
+from supervisor.workers import WorkerPool
+from wasm_fixtures import RecordingHost
+from worker import protocol
+from component_fixtures import build_examples
+
+CAP_INFO, CAP_CHAT = 8192, 65536
+PROVIDERS = ["echo-provider", "echo-wit"]
+
+
+@pytest.fixture
+def examples(tmp_path: Path) -> dict[str, InstalledPlugin]:
+    return {d.name: load_plugin_dir(d) for d in build_examples(tmp_path / "examples")}
+
+
+@pytest.fixture
+def pool_and_hosts(tmp_path: Path):
+    hosts: list[RecordingHost] = []
+    environ = {"ECHO_PREFIX": "echo: ", "UNRELATED_SECRET": "x"}
+
+    def factory(plugin: InstalledPlugin) -> RecordingHost:
+        hosts.append(RecordingHost(plugin, environ=environ, home=str(tmp_path)))
+        return hosts[-1]
+
+    runtime = Path(tempfile.mkdtemp(prefix="tc-"))  # short: the worker endpoints are unix socket paths
+    cache = ModuleCache(tmp_path / "cache")
+    try:
+        with WorkerPool(runtime, cache, factory) as pool:
+            yield pool, hosts, cache
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def ok_json(outcome):
+    assert outcome.ok, outcome.error_message
+    assert outcome.ret == len(outcome.output)
+    return json.loads(outcome.output)
+
+
+def test_the_kind_is_read_from_the_preamble(examples) -> None:
+    assert abi.wasm_kind(examples["echo-provider"].wasm_path.read_bytes()) == abi.CORE_MODULE
+    assert abi.wasm_kind(examples["echo-wit"].wasm_path.read_bytes()) == abi.COMPONENT
+    assert abi.wasm_kind(b"\x7fELF\x02\x01\x01\x00") is None
+
+
+def test_a_component_has_the_core_exports_of_its_wit_functions(examples, pool_and_hosts) -> None:
+    _, _, cache = pool_and_hosts
+    core = cache.exports(examples["echo-provider"].wasm_path)
+    component = cache.exports(examples["echo-wit"].wasm_path)
+    assert set(component) == {"provider_info", "provider_models", "provider_chat"}
+    for name, signature in component.items():
+        assert tuple(signature) == tuple(core[name])
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_provider_chat_echoes_the_last_user_message(name, examples, pool_and_hosts) -> None:
+    pool, hosts, _ = pool_and_hosts
+    plugin = examples[name]
+    assert ok_json(pool.call(plugin, "provider_info", [], CAP_INFO))["id"] == "echo"
+    [model] = ok_json(pool.call(plugin, "provider_models", [], CAP_INFO))
+    assert model["id"] == "echo-1"
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "say \"hi\" ✓"},
+    ]
+    for expected_count in (1, 2):
+        reply = ok_json(pool.call(plugin, "provider_chat", [json.dumps(messages).encode(), b"echo-1"], CAP_CHAT))
+        assert reply["text"] == 'echo: say "hi" ✓'  # env capability: ECHO_PREFIX is granted
+        assert reply["finish_reason"] == "stop" and reply["usage"]["output_tokens"] > 0
+        logs = [m.message for m in hosts[-1].logged if isinstance(m, protocol.Log)]
+        assert logs[-1] == f"echo-provider: answering chat #{expected_count}"  # storage kept the count
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_provider_errors_reach_the_host_gemini_style(name, examples, pool_and_hosts) -> None:
+    pool, _, _ = pool_and_hosts
+    outcome = pool.call(examples[name], "provider_chat", [b'[{"role":"system","content":"x"}]', b"m"], CAP_CHAT)
+    assert outcome.ret == -len(outcome.output)
+    assert json.loads(outcome.output) == {"error": "no user message in the conversation"}
