@@ -13,7 +13,7 @@ from typing import Callable
 
 import attrs
 
-from policy.abi import ExportShapeError, export_shape
+from policy.abi import ExportShapeError, export_shape, resolve_export
 from policy.admin_policy import AdminPolicyError
 from policy.limits import ArgumentTooLarge, Limits, ResolvedLimits, check_call_args
 from supervisor import paths, plugin_limits
@@ -132,6 +132,8 @@ class Supervisor:
         another name = a long-lived instance kept until `end_instance` (a channel's poll loop)."""
         plugin = self._plugin(name)
         exports = self.modules.exports(plugin.wasm_path, name)
+        if export not in exports and (entry := resolve_export(export)) is not None:
+            export = entry.core  # a WIT name (`tool-plugin#execute`): either ABI (docs/components.md)
         if export not in exports:
             raise CallRefused(f"Plugin does not export '{export}' function")
         params, results = exports[export]

@@ -199,3 +199,10 @@ def test_an_export_of_another_type_is_a_bad_result_not_a_crash(pool, tmp_path: P
     outcome = pool.call(plugin, "provider_info", [], 8192)
     assert outcome.error_kind == "bad_result"
     assert "name() is a int; expected a string" in outcome.error_message
+
+
+@pytest.mark.parametrize("hostile", ["component"], indirect=True)
+def test_a_component_runs_in_the_same_locked_down_worker(pool, hostile) -> None:
+    first_pid(pool, hostile)
+    [status] = [s for s in pool.status() if s.name == "hostile"]
+    assert {"seccomp", "landlock", "nnp", "rlimits", "netns", "uid"} <= set(status.layers), status.layers

@@ -93,3 +93,49 @@ def test_provider_errors_reach_the_host_gemini_style(name, examples, pool_and_ho
     outcome = pool.call(examples[name], "provider_chat", [b'[{"role":"system","content":"x"}]', b"m"], CAP_CHAT)
     assert outcome.ret == -len(outcome.output)
     assert json.loads(outcome.output) == {"error": "no user message in the conversation"}
+
+
+# --------------------------------------------------------------------------- every command, either ABI
+
+TOOLS = ["word-tools", "words-wit"]
+
+
+@pytest.fixture
+def installed(cli, tmp_path: Path):
+    """`installed(name, ...)`: copies of the examples, built and added with `tark plugin add --yes`."""
+    def install(*names: str) -> None:
+        from test_tools import install_examples
+        install_examples(cli, tmp_path, *names)
+    return install
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_tark_chat_answers_through_either_abi(name, installed, run_tark, cli):
+    installed(name)
+    done = run_tark("chat", "--provider", name, "hello there")
+    assert (done.returncode, done.stdout) == (0, "hello there\n"), done.stderr
+    reply = json.loads(cli("chat", "--json", "--provider", name, "hi").stdout)
+    assert (reply["text"], reply["model"], reply["mode"]) == ("hi", "echo-1", "adapter")
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_tark_tool_run_works_the_same_for_either_abi(name, installed, run_tark, cli):
+    installed(name)
+    done = run_tark("tool", "run", name, "word_count", "--args", '{"text": "the quick  brown fox"}')
+    assert (done.returncode, done.stdout) == (0, "4\n"), done.stderr
+    missing = cli("tool", "run", name, "read_note")
+    assert missing.exit_code == 1
+    assert f"Error: tool 'read_note' of plugin '{name}' failed: no note has been stored yet" in missing.stderr
+    assert cli("tool", "run", name, "store_note", "--args", '{"note": "buy milk"}').stdout == "note saved\n"
+    assert cli("tool", "run", name, "read_note").stdout == "buy milk\n"
+    listed = {t["name"]: t["risk_level"] for t in json.loads(cli("tool", "list", "--json").stdout)}
+    assert listed == {"word_count": "read-only", "store_note": "write", "read_note": "read-only"}
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_plugin_call_takes_wit_names_for_either_abi(name, installed, run_tark):
+    installed(name)
+    for export in ("tool-plugin#execute", "tark:plugin/tool-plugin@0.1.0#execute", "tool_execute"):
+        done = run_tark("plugin", "call", name, export, "word_count", '{"text":"a b"}')
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"success": True, "output": "2", "error": None}
