@@ -139,3 +139,37 @@ def test_plugin_call_takes_wit_names_for_either_abi(name, installed, run_tark):
         done = run_tark("plugin", "call", name, export, "word_count", '{"text":"a b"}')
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout) == {"success": True, "output": "2", "error": None}
+
+
+HOOKS = ["audit-hook", "audit-wit"]
+
+
+def stored_events(hook: str) -> list[str]:
+    """The hook's "events" storage value, read from its SQLite store."""
+    import logging
+    from supervisor.capabilities.storage import DB_FILE, KeyValueStore
+    from supervisor import paths
+    from supervisor.registry import Registry
+    store = KeyValueStore(Registry(paths.plugins_dir()).get(hook).data_dir / DB_FILE, 1.0, logging.getLogger("test"))
+    try:
+        return (store.get("events") or "").splitlines()
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+@pytest.mark.parametrize("hook", HOOKS)
+def test_hooks_hear_the_same_events_whichever_abi_tool_and_hook_use(tool, hook, installed, run_tark, cli):
+    installed(tool, hook)
+    done = run_tark("tool", "run", tool, "word_count", "--args", '{"text": "one two three"}')
+    assert (done.returncode, done.stdout) == (0, "3\n"), done.stderr
+    failed = cli("tool", "run", tool, "read_note", "--json")
+    assert failed.exit_code == 1
+    assert [(h["plugin"], h["event"], h["ok"]) for h in json.loads(failed.stdout)["hooks"]] == [
+        (hook, "on_tool_execute", True), (hook, "on_error", True)]
+    assert stored_events(hook) == [
+        'on_tool_execute word_count {"text":"one two three"}',
+        'on_tool_complete word_count {"success":true,"output":"3","error":null}',
+        "on_tool_execute read_note {}",
+        f'on_error {{"plugin":"{tool}","tool":"read_note","error":"no note has been stored yet"}}',
+    ]
