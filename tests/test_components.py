@@ -173,3 +173,26 @@ def test_hooks_hear_the_same_events_whichever_abi_tool_and_hook_use(tool, hook, 
         "on_tool_execute read_note {}",
         f'on_error {{"plugin":"{tool}","tool":"read_note","error":"no note has been stored yet"}}',
     ]
+
+
+def call_json(cli, *args: str) -> dict:
+    done = cli("plugin", "call", *args, "--json")
+    return json.loads(done.stdout)
+
+
+def test_an_auth_component_signs_in_through_its_device_flow(installed, cli):
+    installed("hello-wit")
+    assert call_json(cli, "hello-wit", "auth-plugin#display-name")["output"] == "Hello Auth"
+    assert call_json(cli, "hello-wit", "status")["ret"] == 0  # tark's legacy numbering: 0 not authenticated
+    refused = call_json(cli, "hello-wit", "get_token")
+    assert refused["ret"] < 0  # err(...) arrives as tark's gemini-style diagnostics
+    assert json.loads(refused["output"]) == {"error": "not authenticated: run the device flow first"}
+    flow = json.loads(call_json(cli, "hello-wit", "auth-plugin#start-device-flow")["output"])
+    assert flow == {"device_code": "dev-1", "user_code": "ABCD-EFGH", "verification_uri": "https://example.com/device",
+                    "expires_in": 600, "interval": 5}
+    assert json.loads(call_json(cli, "hello-wit", "auth-plugin#poll", "dev-1")["output"]) == {"status": "pending"}
+    assert json.loads(call_json(cli, "hello-wit", "auth-plugin#poll", "dev-1")["output"]) == {"status": "success"}
+    assert call_json(cli, "hello-wit", "auth-plugin#status")["ret"] == 1
+    assert call_json(cli, "hello-wit", "auth-plugin#get-token")["output"] == "hello-dev-1"
+    assert call_json(cli, "hello-wit", "logout")["ret"] == 0
+    assert call_json(cli, "hello-wit", "status")["ret"] == 0
