@@ -30,7 +30,7 @@ TARK = [str(Path(sys.executable).parent / "tark")]
 sys.path.insert(0, str(ROOT / "tests"))  # the local OAuth and OpenAI-compatible servers the tests use
 
 from oauth_server import OAuthServer, free_port  # noqa: E402
-from openai_server import OpenAIServer  # noqa: E402
+from model_server import ModelServer  # noqa: E402
 
 
 class DemoFailed(Exception):
@@ -122,7 +122,7 @@ def provider_chat(demo: Demo) -> None:
 
 def auth_only_provider(demo: Demo) -> None:
     demo.section("Auth-only provider: the plugin hands over credentials, tark talks to the model API itself")
-    with OpenAIServer() as server:
+    with ModelServer() as server:
         copy = demo.home / "hello-auth"
         shutil.copytree(EXAMPLES / "hello-auth", copy)
         manifest = copy / "plugin.toml"
@@ -132,7 +132,7 @@ def auth_only_provider(demo: Demo) -> None:
         demo.say(f"a local OpenAI-compatible server listens on {local}; the plugin's manifest must allow it")
         demo.run("plugin", "add", "--yes", "--force", str(copy))
         demo.run("chat", "--provider", "hello", "--json", "hi there",
-                 env={"HELLO_TOKEN": "demo-token", "HELLO_ENDPOINT": f"{local}/v1"})
+                 env={"HELLO_TOKEN": "demo-token", "HELLO_ENDPOINT": f"{local}/v1/chat/completions"})
         if server.requests:
             headers = server.requests[-1].headers
             demo.say(f"the server saw Authorization: {headers.get('authorization')!r}, "

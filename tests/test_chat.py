@@ -1,10 +1,10 @@
 """`tark chat`: provider plugins selected per ABI §3.1, each running in its own worker; the adapter mode through
 `provider_chat`, the auth-only mode talking to a real OpenAI-compatible server on 127.0.0.1 with the plugin's
-token, and every failure reported as one clear line."""
+token, and every failure reported as one clear line. The model API shapes and streaming in detail:
+tests/test_chat_model_apis.py."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
@@ -16,14 +16,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from policy.grants import declared_only
-from policy.manifest import Capabilities
-from supervisor.chat.openai_compat import ModelApiLimits, OpenAICompatClient
-from supervisor.chat.types import ChatError, Message
 from supervisor import paths
 from supervisor.credentials import save_credentials
 from supervisor.registry import Registry
-from openai_server import OpenAIServer
+from model_server import ModelServer
 from wasm_fixtures import make_guest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,9 +65,9 @@ def hello_auth(cli, built_examples: Path, tmp_path: Path, *, http: list[str]) ->
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch):
-    with OpenAIServer() as running:
+    with ModelServer() as running:
         monkeypatch.setenv("HELLO_TOKEN", "tok-123")
-        monkeypatch.setenv("HELLO_ENDPOINT", running.endpoint)
+        monkeypatch.setenv("HELLO_ENDPOINT", f"{running.url}/v1/chat/completions")
         yield running
 
 
@@ -392,7 +388,7 @@ def test_disabled_and_non_provider_plugins_are_refused(echo_provider, cli, tmp_p
 
 def test_auth_only_provider_talks_to_the_model_api_with_the_plugins_token(cli, built_examples, tmp_path, server):
     hello_auth(cli, built_examples, tmp_path, http=["api.example.com", f"http://127.0.0.1:{server.port}"])
-    reply = chat_json(cli, "--provider", "hello", "hi")
+    reply = chat_json(cli, "--provider", "hello", "--no-stream", "hi")
     assert reply == {"provider": "hello-auth", "model": "gpt-4", "text": "gpt-4 heard: hi",
                      "usage": {"input_tokens": 1, "output_tokens": 3}, "finish_reason": "stop",
                      "mode": "openai_compat", "worker_pid": reply["worker_pid"]}
@@ -402,7 +398,7 @@ def test_auth_only_provider_talks_to_the_model_api_with_the_plugins_token(cli, b
     assert request.headers["authorization"] == "Bearer tok-123"
     assert request.headers["x-hello"] == "1"
     assert request.headers["content-type"] == "application/json"
-    assert request.body == {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}
+    assert request.body == {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4096}
 
 
 def test_auth_only_repl_sends_the_whole_conversation_and_the_chosen_model(cli, built_examples, tmp_path, server):
@@ -422,8 +418,8 @@ def test_endpoint_outside_the_plugins_http_capability_is_refused(cli, built_exam
     hello_auth(cli, built_examples, tmp_path, http=["api.example.com"])
     result = cli("chat", "--provider", "hello-auth", "hi")
     assert result.exit_code == 1
-    assert (f"Plugin 'hello-auth' asks tark to send the conversation and its token to {server.endpoint}"
-            "/chat/completions, which its http grants do not allow") in result.output
+    assert (f"Plugin 'hello-auth' asks tark to send the conversation and its token to {server.url}"
+            "/v1/chat/completions, which its http grants do not allow") in result.output
     assert server.requests == []
 
 
@@ -435,7 +431,7 @@ def test_names_resolving_to_internal_addresses_are_refused(cli, built_examples, 
         pytest.skip("the host name does not resolve")
     if alias == "localhost" or not any(a.startswith("127.") or a == "::1" for a in addresses):
         pytest.skip("the host name does not resolve to a loopback address here")
-    monkeypatch.setenv("HELLO_ENDPOINT", f"http://{alias}:{server.port}/v1")
+    monkeypatch.setenv("HELLO_ENDPOINT", f"http://{alias}:{server.port}/v1/chat/completions")
     hello_auth(cli, built_examples, tmp_path, http=[f"http://{alias}:{server.port}"])
     result = cli("chat", "--provider", "hello-auth", "hi")
     assert result.exit_code == 1
@@ -446,40 +442,29 @@ def test_names_resolving_to_internal_addresses_are_refused(cli, built_examples, 
 @pytest.mark.parametrize(
     ("behaviour", "message"),
     [
-        ("error", 'Model API returned 500: {"error":{"message":"the model is on fire"}}'),
-        ("bad_json", "Failed to parse chat response JSON from the model API: "),
+        ("error", 'Service error: {"error":{"message":"the model is on fire"}}'),
+        ("unauthorized", 'Unauthorized: {"error":{"message":"token expired"}}'),
+        ("bad_json", "Failed to parse openai-compat API response: "),
         ("empty", "The model API returned an empty response for model 'gpt-4'"),
     ],
 )
 def test_model_api_failures_are_one_clear_error(cli, built_examples, tmp_path, server, behaviour, message):
     hello_auth(cli, built_examples, tmp_path, http=[f"http://127.0.0.1:{server.port}"])
     server.behaviour = behaviour
-    result = cli("chat", "--provider", "hello-auth", "hi")
+    result = cli("chat", "--provider", "hello-auth", "--no-stream", "hi")
     assert result.exit_code == 1
     assert f"Error: {message}" in result.output and "Traceback" not in result.output
     assert "tok-123" not in result.output
 
 
-def test_model_api_client_bounds_time_and_size(server):
-    fixed = declared_only("p", Capabilities(http=(f"http://127.0.0.1:{server.port}",)))
-    caps = lambda: fixed  # noqa: E731 - the client takes the plugin's live grants
-    ask = dict(endpoint=server.endpoint, token="t", headers={}, model="m", messages=[Message("user", "hi")])
-    server.behaviour, server.delay_s = "slow", 5.0
-    with contextlib.closing(OpenAICompatClient("p", caps, ModelApiLimits(total_timeout_s=0.3))) as client:
-        with pytest.raises(ChatError, match=r"did not answer within 0\.3 s"):
-            client.complete(**ask)
-    server.behaviour, server.huge_bytes = "huge", 200_000
-    with contextlib.closing(OpenAICompatClient("p", caps, ModelApiLimits(max_response_bytes=100_000))) as client:
-        with pytest.raises(ChatError, match="larger than 100000 bytes"):
-            client.complete(**ask)
-
-
-def test_endpoint_that_already_names_chat_completions_is_used_as_is(cli, built_examples, tmp_path, server,
-                                                                    monkeypatch):
-    monkeypatch.setenv("HELLO_ENDPOINT", f"{server.endpoint}/chat/completions")
+def test_the_endpoint_is_used_exactly_as_the_plugin_gives_it(cli, built_examples, tmp_path, server, monkeypatch):
+    # tark appends nothing: an endpoint without /chat/completions is posted to as it is (here: the server's 404)
+    monkeypatch.setenv("HELLO_ENDPOINT", f"{server.url}/v1")
     hello_auth(cli, built_examples, tmp_path, http=[f"http://127.0.0.1:{server.port}"])
-    assert chat_json(cli, "--provider", "hello-auth", "hi")["text"] == "gpt-4 heard: hi"
-    assert [r.path for r in server.requests] == ["/v1/chat/completions"]
+    result = cli("chat", "--provider", "hello-auth", "hi")
+    assert result.exit_code == 1
+    assert 'Error: HTTP 404 Not Found: {"error":{"message":"no such path"}}' in result.output
+    assert [r.path for r in server.requests] == ["/v1"]
 
 
 def test_auth_only_plugin_that_cannot_give_credentials(cli, built_examples, tmp_path, monkeypatch):
@@ -494,9 +479,8 @@ def test_auth_only_plugin_that_cannot_give_credentials(cli, built_examples, tmp_
 @pytest.mark.parametrize(
     ("credentials", "message"),
     [
-        ('{"access_token":"t","project_id":"p"}',
-         "Plugin provider 'creds' uses api_mode 'cloud_code_assist' (native Gemini), which this runtime does not "
-         "support yet"),
+        ('{"access_token":"t"}',
+         "Plugin provider 'creds' uses api_mode 'cloud_code_assist' but its credentials have no 'project_id'"),
         ('{"access_token":"t","api_mode":"bedrock","endpoint":"https://a.example"}',
          "Unsupported api_mode 'bedrock' from plugin provider 'creds'"),
         ('{"access_token":"t","api_mode":"openai_compat"}', "uses api_mode 'openai_compat' but its credentials have "
@@ -528,7 +512,8 @@ def test_auth_only_failure_falls_back_to_the_plugins_own_chat_with_a_warning(cli
     result = cli("chat", "--provider", "both", "hi")
     assert result.exit_code == 0, result.output
     assert result.stdout == "adapter answer\n"
-    assert "Warning: Plugin provider 'both' uses api_mode 'cloud_code_assist'" in result.stderr
+    assert "Warning: Plugin provider 'both' uses api_mode 'cloud_code_assist' but its credentials have no " \
+        "'project_id'" in result.stderr
     assert "Falling back to the plugin's own provider_chat (adapter mode)." in result.stderr
 
 

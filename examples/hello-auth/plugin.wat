@@ -1,7 +1,7 @@
 ;; hello-auth: an auth-only tark provider (ABI §3.1: exporting provider_auth_credentials selects auth-only mode)
 ;; plus the legacy auth exports of ABI §3.2. The token comes from tark:storage key "token" (set by
 ;; init_with_credentials) or else from $HELLO_TOKEN (tark:env); the endpoint from $HELLO_ENDPOINT, else
-;; https://api.example.com/v1. Both are inserted into JSON as they are, so they must not contain quotes or
+;; https://api.example.com/v1/chat/completions (tark posts to the endpoint exactly as given). Both are inserted into JSON as they are, so they must not contain quotes or
 ;; backslashes.
 (module
   (import "tark:storage" "get" (func $storage_get (param i32 i32 i32) (result i32)))
@@ -18,7 +18,7 @@
   (data (i32.const 1184) "{\"error\":\"not authenticated: call init_with_credentials or set HELLO_TOKEN\"}")  ;; 76
   (data (i32.const 1280) "{\"access_token\":\"")           ;; 17
   (data (i32.const 1312) "\",\"project_id\":null,\"api_mode\":\"openai_compat\",\"endpoint\":\"")  ;; 59
-  (data (i32.const 1376) "https://api.example.com/v1")      ;; 26
+  (data (i32.const 1376) "https://api.example.com/v1/chat/completions")  ;; 43
   (data (i32.const 1440) "Hello Auth")                      ;; 10
   (data (i32.const 1472) "\",\"custom_headers\":{\"X-Hello\":\"1\"}}")  ;; 35
   (data (i32.const 1520) "HELLO_ENDPOINT")                  ;; 14
@@ -71,7 +71,7 @@
     (local.set $n (call $env_get (i32.const 1520) (i32.const 14) (i32.const 32768)))
     (if (i32.gt_s (local.get $n) (i32.const 0))
       (then (local.set $out (call $emit (local.get $out) (i32.const 32768) (local.get $n))))
-      (else (local.set $out (call $emit (local.get $out) (i32.const 1376) (i32.const 26)))))
+      (else (local.set $out (call $emit (local.get $out) (i32.const 1376) (i32.const 43)))))
     (local.set $out (call $emit (local.get $out) (i32.const 1472) (i32.const 35)))
     (i32.sub (local.get $out) (local.get $ret)))
 

@@ -14,7 +14,7 @@ import attrs
 
 from policy import tark_json
 from supervisor.chat.plugin_link import PluginLink
-from supervisor.chat.types import ChatError, ChatReply, Message, Usage, json_kind
+from supervisor.chat.types import ChatError, ChatReply, Message, OnText, Usage, count, json_kind
 
 ADAPTER_EXPORTS = ("provider_info", "provider_models", "provider_chat")
 DEFAULT_MODEL = "default"
@@ -65,7 +65,7 @@ def parse_chat_response(text: str, *, plugin: str, model: str, worker_pid: int |
     usage = None
     if data.get("usage") is not None:
         raw = data["usage"]
-        if not isinstance(raw, dict) or not all(_count(raw.get(k)) for k in ("input_tokens", "output_tokens")):
+        if not isinstance(raw, dict) or not all(count(raw.get(k)) for k in ("input_tokens", "output_tokens")):
             raise ChatError("Failed to parse chat response JSON: 'usage' needs 'input_tokens' and 'output_tokens' "
                             "as non-negative integers")
         usage = Usage(raw["input_tokens"], raw["output_tokens"])
@@ -76,10 +76,6 @@ def parse_chat_response(text: str, *, plugin: str, model: str, worker_pid: int |
         raise ChatError(f"Plugin provider '{plugin}' returned an empty response for model '{model}'. "
                         "Check plugin auth status and allowed HTTP domains.")
     return ChatReply(text=reply_text, usage=usage, finish_reason=finish_reason, worker_pid=worker_pid)
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class AdapterProvider:
@@ -97,7 +93,8 @@ class AdapterProvider:
             self.models = parse_models(link.output("provider_models", [], instance)[0])
         self.default_model = self.models[0] if self.models else DEFAULT_MODEL
 
-    def chat(self, messages: list[Message], model: str) -> ChatReply:
+    def chat(self, messages: list[Message], model: str, on_text: OnText | None = None) -> ChatReply:
+        """provider_chat answers whole (the ABI has no streaming export), so `on_text` is not used."""
         payload = tark_json.dumps([m.to_json() for m in messages])
         with self._link.instance() as instance:
             text, result = self._link.output("provider_chat", [payload, model], instance)

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 from supervisor.chat.adapter import AdapterProvider
 from supervisor.chat.auth_only import CREDENTIALS_EXPORT, AuthOnlyProvider
-from supervisor.chat.openai_compat import ModelApiLimits
+from supervisor.chat.model_http import ModelApiLimits
 from supervisor.chat.plugin_link import PluginLink
-from supervisor.chat.types import ChatError, ChatReply, Message
+from supervisor.chat.types import ChatError, ChatReply, Message, OnText
 from supervisor.credentials import load_credentials
 from supervisor.plugin import InstalledPlugin
 
@@ -22,7 +22,10 @@ class ChatProvider(Protocol):
     mode: str  # "adapter" or the auth-only api_mode
     default_model: str
 
-    def chat(self, messages: list[Message], model: str) -> ChatReply: ...
+    def chat(self, messages: list[Message], model: str, on_text: OnText | None = None) -> ChatReply:
+        """One reply to the conversation. With `on_text`, the reply is asked for as a stream where the mode can
+        stream, and each piece goes to `on_text` as it arrives (the returned reply still has the whole text)."""
+        ...
 
     def close(self) -> None: ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from supervisor.chat.provider import ChatProvider
-from supervisor.chat.types import ChatReply, Message
+from supervisor.chat.types import ChatReply, Message, OnText
 
 
 class Conversation:
@@ -17,10 +17,11 @@ class Conversation:
     def messages(self) -> tuple[Message, ...]:
         return self._system + self._turns
 
-    def send(self, text: str) -> ChatReply:
-        """One turn. A failed turn leaves the history as it was, so the user can simply try again."""
+    def send(self, text: str, on_text: OnText | None = None) -> ChatReply:
+        """One turn, streamed to `on_text` if given. A failed turn leaves the history as it was (also when part
+        of the reply was already streamed), so the user can simply try again."""
         asked = self._turns + (Message("user", text),)
-        reply = self.provider.chat(list(self._system + asked), self.model)
+        reply = self.provider.chat(list(self._system + asked), self.model, on_text)
         self._turns = asked + (Message("assistant", reply.text),)
         return reply
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 
 ROLES = ("system", "user", "assistant", "tool")
+
+OnText = Callable[[str], None]  # takes each piece of a streamed reply as it arrives
 
 
 class ChatError(Exception):
@@ -44,6 +46,11 @@ def excerpt(text: str, limit: int = 300) -> str:
     """One line of at most `limit` characters, for quoting untrusted text in an error message."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def count(value: Any) -> bool:
+    """A token count: a non-negative integer (not a boolean)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def json_kind(value: Any) -> str:

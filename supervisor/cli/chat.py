@@ -1,4 +1,5 @@
-"""`tark chat --provider NAME [--model M] [--system TEXT] [--json] [MESSAGE...]`: one reply, or a simple REPL."""
+"""`tark chat --provider NAME [--model M] [--system TEXT] [--json] [--no-stream] [--verbose] [MESSAGE...]`: one
+reply, or a simple REPL. Replies are printed as they arrive where the provider's mode can stream."""
 
 from __future__ import annotations
 
@@ -33,16 +34,19 @@ def register(cli: click.Group) -> None:
 @click.command("chat")
 @click.option("--provider", "provider_name", metavar="NAME",
               help="Provider plugin id, or the id of a provider a plugin contributes.")
-@click.option("--model", metavar="M", help="Model id (default: the provider's first model, gpt-4 for "
-                                           "OpenAI-compatible auth-only providers).")
+@click.option("--model", metavar="M", help="Model id (default: the provider's first model; for auth-only "
+                                           "providers gpt-4, or gemini-2.0-flash with Cloud Code Assist).")
 @click.option("--system", metavar="TEXT", help="System prompt sent first in every turn.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print each reply as one JSON line: provider, model, text, usage, finish_reason, mode.")
+@click.option("--no-stream", "no_stream", is_flag=True,
+              help="Ask the model API for the whole reply at once instead of a stream (for scripts).")
+@click.option("--verbose", is_flag=True, help="After each reply, print its token usage on stderr.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.001),
               help="Deadline of each plugin call, seconds (default: the plugin's call_timeout_s limit).")
 @click.argument("message", nargs=-1)
 def chat_command(provider_name: str | None, model: str | None, system: str | None, as_json: bool,
-                 timeout_s: float | None, message: tuple[str, ...]) -> None:
+                 no_stream: bool, verbose: bool, timeout_s: float | None, message: tuple[str, ...]) -> None:
     """Chat with a provider plugin. With MESSAGE: print one reply. Without: a REPL reading lines from stdin
     (history kept; /reset clears it, /exit or /quit or end of input leaves)."""
     plugins = Registry(paths.plugins_dir()).list().plugins
@@ -51,13 +55,56 @@ def chat_command(provider_name: str | None, model: str | None, system: str | Non
     plugin = select_provider(plugins, provider_name)
     with open_supervisor() as api, open_provider(api, plugin, warn=warn, timeout_s=timeout_s) as provider:
         conversation = Conversation(provider, model or provider.default_model, system)
+        turn = Turn(conversation, plugin.name, as_json=as_json, stream=not no_stream, verbose=verbose)
         if message:
-            _print_reply(conversation.send(" ".join(message)), plugin.name, conversation, as_json)
+            turn.run(" ".join(message))
         else:
-            _repl(conversation, plugin.name, as_json)
+            _repl(conversation, turn)
 
 
-def _repl(conversation: Conversation, name: str, as_json: bool) -> None:
+class Turn:
+    """One question and its reply on stdout: streamed piece by piece as it arrives (unless --json or
+    --no-stream), else printed whole; with --verbose, the usage on stderr."""
+
+    def __init__(self, conversation: Conversation, name: str, *, as_json: bool, stream: bool, verbose: bool) -> None:
+        self.conversation = conversation
+        self.name = name
+        self.as_json = as_json
+        self.stream = stream
+        self.verbose = verbose
+        self._streamed = False
+
+    def _piece(self, text: str) -> None:
+        if not self.as_json:
+            echo(text, nl=False)  # click.echo flushes: the piece shows now
+            self._streamed = True
+
+    def run(self, text: str) -> None:
+        self._streamed = False
+        try:
+            reply = self.conversation.send(text, self._piece if self.stream else None)
+        finally:
+            if self._streamed:
+                echo()  # end the streamed line, also when the stream broke off (the error follows on stderr)
+        if self.as_json:
+            echo_json_line(reply_json(reply, self.name, self.conversation.model, self.conversation.provider))
+        elif not self._streamed:
+            echo(reply.text)
+        if self.verbose:
+            echo(usage_line(reply), err=True)
+
+
+def usage_line(reply: ChatReply) -> str:
+    if reply.usage is None:
+        return "Usage: not reported by the provider"
+    usage = reply.usage
+    finish = f", finish reason {reply.finish_reason}" if reply.finish_reason else ""
+    return (f"Usage: {usage.input_tokens} input tokens, {usage.output_tokens} output tokens, "
+            f"{usage.input_tokens + usage.output_tokens} total{finish}")
+
+
+def _repl(conversation: Conversation, turn: Turn) -> None:
+    name = turn.name
     echo(f"Chatting with {name} (model {conversation.model}, {conversation.provider.mode} mode). "
                f"{RESET_COMMAND} clears the conversation, {EXIT_COMMANDS[0]} quits.", err=True)
     while True:
@@ -76,18 +123,9 @@ def _repl(conversation: Conversation, name: str, as_json: bool) -> None:
             echo("Conversation cleared.")
             continue
         try:
-            reply = conversation.send(text)
+            turn.run(text)
         except TURN_ERRORS as exc:
             echo(f"Error: {exc}", err=True)
-            continue
-        _print_reply(reply, name, conversation, as_json)
-
-
-def _print_reply(reply: ChatReply, name: str, conversation: Conversation, as_json: bool) -> None:
-    if as_json:
-        echo_json_line(reply_json(reply, name, conversation.model, conversation.provider))
-    else:
-        echo(reply.text)
 
 
 def reply_json(reply: ChatReply, name: str, model: str, provider: ChatProvider) -> dict[str, Any]:
