@@ -16,8 +16,11 @@ import time
 import pytest
 
 from model_server import ModelServer
+from policy.grants import declared_only
+from policy.manifest import Capabilities
 from supervisor.chat import cloud_code_assist, responses_api
 from supervisor.chat.model_http import ModelApiLimits, ModelHttp
+from supervisor.chat.openai_compat import allowed_url
 from supervisor.chat.types import ChatError, Message
 from test_chat import REPO, built_examples, hello_auth, install_guest, returning  # noqa: F401 - built_examples is a fixture
 
@@ -135,6 +138,33 @@ def test_any_endpoint_with_responses_in_its_path_uses_that_shape(cli, built_exam
     assert chat(cli, "--provider", "hello", "--no-stream", "hi").stdout == "gpt-4 heard: hi\n"
     assert server.requests[0].body == {"model": "gpt-4", "input": [{"role": "user", "content": "hi"}],
                                        "max_output_tokens": 4096, "store": False}
+
+
+def test_credentials_shaped_like_the_published_chatgpt_providers(cli, tmp_path, server):
+    # the chatgpt-oauth plugin returns an extra account_id and its own headers; only the endpoint differs here
+    credentials = ('{"access_token":"eyJ-chatgpt","account_id":"acct-7","api_mode":"openai_compat","endpoint":"'
+                   + server.url + '/backend-api/codex/responses","custom_headers":{"originator":"opencode",'
+                   '"ChatGPT-Account-Id":"acct-7"}}')
+    install_guest(cli, tmp_path, "chatgpt-like", returning("provider_auth_credentials", "", credentials),
+                  capabilities=f'http = ["{server.url}"]')
+    assert chat(cli, "--provider", "chatgpt-like", "--model", "gpt-5-codex", "hi").stdout == \
+        "gpt-5-codex heard: hi\n"
+    (request,) = server.requests
+    assert request.path == "/backend-api/codex/responses"
+    assert names(request) == {"host", "content-length", "content-type", "authorization", "originator",
+                              "chatgpt-account-id"}
+    assert (request.headers["authorization"], request.headers["originator"], request.headers["chatgpt-account-id"]) \
+        == ("Bearer eyJ-chatgpt", "opencode", "acct-7")
+    assert request.body["instructions"] == "You are a helpful coding assistant." and request.body["stream"] is True
+
+
+def test_the_published_chatgpt_endpoint_needs_chatgpt_com_in_the_grants():
+    endpoint = "https://chatgpt.com/backend-api/codex/responses"
+    published = declared_only("chatgpt-oauth", Capabilities(http=("auth.openai.com", "chatgpt.com")))
+    assert str(allowed_url("chatgpt-oauth", lambda: published, endpoint)) == endpoint  # verbatim
+    other = declared_only("chatgpt-oauth", Capabilities(http=("auth.openai.com",)))
+    with pytest.raises(ChatError, match=f"send the conversation and its token to {endpoint}, which its http grants"):
+        allowed_url("chatgpt-oauth", lambda: other, endpoint)
 
 
 # --------------------------------------------------------------------------- Cloud Code Assist (Gemini)
@@ -296,6 +326,16 @@ def test_a_silent_server_ends_at_the_deadline(server):
     with pytest.raises(ChatError, match=r"did not answer within 0\.4 s"):
         stream_all(http_client(server, total_timeout_s=0.4), server)
     assert time.monotonic() - started < 3
+
+
+def test_the_timeout_option_is_the_deadline_of_a_streamed_reply(cli, completions):
+    completions.behaviour = "endless"
+    started = time.monotonic()
+    result = chat(cli, "--provider", "hello", "--timeout", "1", "hi", ok=False)
+    assert result.exit_code == 1 and time.monotonic() - started < 10
+    assert "Error: Network error: Request timeout: the openai-compat API at" in result.output
+    assert "did not answer within 1 s" in result.output
+    assert result.stdout.startswith("gpt-4gpt-4gpt-4") and result.stdout.endswith("\n")  # printed, line ended
 
 
 def test_an_endless_stream_ends_at_the_size_cap(server):

@@ -6,9 +6,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import attrs
 import click
 
 from supervisor import paths
+from supervisor.chat.model_http import ModelApiLimits
 from supervisor.chat.provider import ChatProvider, open_provider
 from supervisor.chat.selection import providers_line, select_provider
 from supervisor.chat.session import Conversation
@@ -43,7 +45,8 @@ def register(cli: click.Group) -> None:
               help="Ask the model API for the whole reply at once instead of a stream (for scripts).")
 @click.option("--verbose", is_flag=True, help="After each reply, print its token usage on stderr.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.001),
-              help="Deadline of each plugin call, seconds (default: the plugin's call_timeout_s limit).")
+              help="Deadline of each plugin call and of each model API reply, seconds (default: the plugin's "
+                   "call_timeout_s limit; 120 s for a model API reply).")
 @click.argument("message", nargs=-1)
 def chat_command(provider_name: str | None, model: str | None, system: str | None, as_json: bool,
                  no_stream: bool, verbose: bool, timeout_s: float | None, message: tuple[str, ...]) -> None:
@@ -53,13 +56,20 @@ def chat_command(provider_name: str | None, model: str | None, system: str | Non
     if not provider_name:
         raise click.UsageError(f"Missing option '--provider'.\n{providers_line(plugins)}")
     plugin = select_provider(plugins, provider_name)
-    with open_supervisor() as api, open_provider(api, plugin, warn=warn, timeout_s=timeout_s) as provider:
+    limits = model_api_limits(timeout_s)
+    with open_supervisor() as api, open_provider(api, plugin, warn=warn, timeout_s=timeout_s,
+                                                 limits=limits) as provider:
         conversation = Conversation(provider, model or provider.default_model, system)
         turn = Turn(conversation, plugin.name, as_json=as_json, stream=not no_stream, verbose=verbose)
         if message:
             turn.run(" ".join(message))
         else:
             _repl(conversation, turn)
+
+
+def model_api_limits(timeout_s: float | None) -> ModelApiLimits:
+    defaults = ModelApiLimits()
+    return defaults if timeout_s is None else attrs.evolve(defaults, total_timeout_s=timeout_s)
 
 
 class Turn:
