@@ -21,6 +21,7 @@ from policy.manifest import Capabilities
 from supervisor.chat import cloud_code_assist, responses_api
 from supervisor.chat.model_http import ModelApiLimits, ModelHttp
 from supervisor.chat.openai_compat import allowed_url
+from supervisor.chat.sse import SseDecoder, SseError
 from supervisor.chat.types import ChatError, Message
 from test_chat import REPO, built_examples, hello_auth, install_guest, returning  # noqa: F401 - built_examples is a fixture
 
@@ -300,6 +301,23 @@ def test_ctrl_c_during_a_stream_exits_130(tark_argv, completions):
 
 
 # --------------------------------------------------------------------------- a hostile server
+
+
+def test_terminal_controls_in_a_streamed_reply_are_escaped(cli, completions):
+    # the server echoes the question, so the reply carries an escape sequence the user did not see coming
+    result = chat(cli, "--provider", "hello", "\x1b[2Jcleared")
+    assert "\x1b" not in result.stdout and result.stdout == "gpt-4 heard: \\x1b[2Jcleared\n"
+
+
+def test_event_stream_lines_are_decoded_as_tark_decodes_them():
+    decoder = SseDecoder(max_line_bytes=64)
+    euro = "€".encode()
+    assert decoder.push(b": comment\r\nevent: x\r\ndata: {\"a\":1}\r\n\r\ndata:  " + euro[:1]) == ['{"a":1}']
+    assert decoder.push(euro[1:] + b" \n") == ["€"]  # a character split across chunks is decoded whole
+    assert decoder.push(b"data: [DONE]") == [] and decoder.finish() == ["[DONE]"]
+    with pytest.raises(SseError, match="longer than 64 bytes"):
+        for _ in range(10):
+            decoder.push(b"data: " + b"x" * 10)
 
 
 def http_client(server: ModelServer, **limits) -> ModelHttp:
