@@ -50,8 +50,8 @@ def register(cli: click.Group) -> None:
 @click.argument("message", nargs=-1)
 def chat_command(provider_name: str | None, model: str | None, system: str | None, as_json: bool,
                  no_stream: bool, verbose: bool, timeout_s: float | None, message: tuple[str, ...]) -> None:
-    """Chat with a provider plugin. With MESSAGE: print one reply. Without: a REPL reading lines from stdin
-    (history kept; /reset clears it, /exit or /quit or end of input leaves)."""
+    """Chat with a provider plugin. With MESSAGE: print one reply, streamed as it arrives. Without: a REPL
+    reading lines from stdin (history kept; /reset clears it, /exit or /quit or end of input leaves)."""
     plugins = Registry(paths.plugins_dir()).list().plugins
     if not provider_name:
         raise click.UsageError(f"Missing option '--provider'.\n{providers_line(plugins)}")
