@@ -16,12 +16,15 @@ import concurrent.futures
 import os
 import threading
 import time
+import typing
+from typing import Any, Callable
 
 import attrs
 import zmq
 
 from supervisor.worker_process import (
     CANCELLED,
+    HostHandler,
     INVALID_MESSAGE,
     TIMEOUT,
     WORKER_DIED,
@@ -34,6 +37,10 @@ from supervisor.worker_process import (
     stranger,
 )
 from worker import protocol
+
+_monotonic = time.monotonic
+_zmq_poll = zmq.zmq_poll
+_SNDMORE = zmq.SNDMORE
 
 
 @attrs.frozen
@@ -115,8 +122,22 @@ class Wake:
                 os.close(self.fd)
 
 
+_STAT_NAMES: dict[type, str] = {
+    cls: "log" if cls.__struct_config__.tag == "output" else cls.__struct_config__.tag.partition(".")[0]
+    for cls in (*typing.get_args(protocol.HostRequest), protocol.Log, protocol.GuestOutput)
+}
+_ONE_WAY = (protocol.Log, protocol.GuestOutput)
+# pyzmq's Cython send, without the Python wrapper of zmq.Socket.send (keyword handling for draft sockets).
+_zmq_send = zmq.backend.Socket.send
+_COPY_BELOW = zmq.COPY_THRESHOLD  # smaller frames are copied anyway; larger ones are sent without a copy
+
+
 class CallDriver:
-    """Drives calls on workers; `interrupt_fd` becomes readable when the pool closes (every call ends at once)."""
+    """Drives calls on workers; `interrupt_fd` becomes readable when the pool closes (every call ends at once).
+
+    The loop is the per-host-call hot path (docs/performance.md): one zmq_poll over a list built once per worker,
+    the message frame received as a zmq.Frame (its `more` flag instead of a RCVMORE getsockopt) and decoded from
+    its buffer, the host's methods looked up once per call, and replies sent through pyzmq's Cython send."""
 
     def __init__(self, interrupt_fd: int, security_events: SecurityEvents) -> None:
         self._interrupt_fd = interrupt_fd
@@ -124,54 +145,69 @@ class CallDriver:
 
     def drive(self, worker: Worker, invoke: protocol.Invoke, call: Call) -> protocol.InvokeResult:
         poller = self._poller(worker)
-        if call.cancel_fd is not None:
-            poller.register(call.cancel_fd, zmq.POLLIN)
+        cancel_fd = call.cancel_fd
+        if cancel_fd is not None:
+            poller.register(cancel_fd, zmq.POLLIN)
         pending: Pending | None = None
-        set_call = getattr(worker.host, "set_call", None)
+        host = worker.host
+        set_call = getattr(host, "set_call", None)
+        deadline = call.deadline
         if set_call is not None:
-            set_call(call.deadline)
+            set_call(deadline)
+        begin = getattr(host, "begin", None)
+        socket, items, wake = worker.socket, poller.sockets, worker.wake
+        send = self._sender(worker, invoke)
         try:
-            self._send(worker, invoke, invoke)
+            send(invoke)
             while True:
-                remaining = call.deadline - time.monotonic()
+                remaining = deadline - _monotonic()
                 if remaining <= 0:
                     raise Fail(TIMEOUT, call.timeout_message(pending), kill=True, crash=False)
-                events = dict(poller.poll(remaining * 1000))
+                # +1: never a 0 ms poll that spins through the last fraction of a millisecond
+                events = _zmq_poll(items, int(remaining * 1000) + 1)
                 if not events:
                     continue
-                if worker.socket in events:
+                if events[0][0] is socket:  # zmq_poll reports in registration order: the socket is first
                     message = self._receive(worker)
-                    if message is None:
+                    if message is not None:
+                        kind = type(message)
+                        if kind is protocol.InvokeResult:
+                            if pending is not None:
+                                invalid(worker, f"a result while its {pending.what} host call was pending")
+                            check_result(worker, invoke, message)
+                            return message
+                        if kind in _ONE_WAY:
+                            self._log(worker, message)
+                        elif pending is not None:
+                            invalid(worker, f"a host request while its {pending.what} host call was pending")
+                        elif kind is protocol.Ready or kind is protocol.StartFailed:
+                            invalid(worker, f"unexpected {kind.__name__} during '{invoke.export}'")
+                        else:
+                            pending = self._serve(worker, host, begin, message, send)
+                    if len(events) == 1:
                         continue
-                    if isinstance(message, protocol.InvokeResult):
-                        if pending is not None:
-                            invalid(worker, f"a result while its {pending.what} host call was pending")
-                        check_result(worker, invoke, message)
-                        return message
-                    if pending is not None and not isinstance(message, (protocol.Log, protocol.GuestOutput)):
-                        invalid(worker, f"a host request while its {pending.what} host call was pending")
-                    pending = self._serve(worker, invoke, message)
-                if worker.wake.fd in events:
-                    worker.wake.drain()
+                ready = {item for item, _ in events}
+                if wake.fd in ready:
+                    wake.drain()
                     if pending is not None and pending.future.done():
                         done, pending = pending, None
                         reply = done.reply()
                         _count(worker, done.request, reply.code)
-                        self._send(worker, invoke, reply)
-                if worker.process.sentinel in events:
+                        send(reply)
+                if worker.process.sentinel in ready:
                     raise Fail(WORKER_DIED, death_message(worker, f"during '{invoke.export}'"), kill=True)
-                if self._interrupt_fd in events:
+                if self._interrupt_fd in ready:
                     raise Fail(CANCELLED, call.cancelled_message("the supervisor is stopping"), kill=True,
                                crash=False)
-                if call.cancel_fd is not None and call.cancel_fd in events:
+                if cancel_fd is not None and cancel_fd in ready:
                     raise Fail(CANCELLED, call.cancelled_message("its caller went away"), kill=True, crash=False)
         finally:
             if set_call is not None:
                 set_call(None)
             if pending is not None:
                 pending.future.cancel()  # cancels the host work itself (the request, the recv)
-            if call.cancel_fd is not None:
-                poller.unregister(call.cancel_fd)
+            if cancel_fd is not None:
+                poller.unregister(cancel_fd)
 
     def expect_quiet(self, worker: Worker) -> None:
         """Between calls the worker has nothing to say: a message from it found queued ends it (it would otherwise
@@ -190,16 +226,23 @@ class CallDriver:
         if poller is None:
             worker.wake = Wake()
             poller = worker.poller = zmq.Poller()
-            poller.register(worker.socket, zmq.POLLIN)
+            poller.register(worker.socket, zmq.POLLIN)  # first: drive() relies on it
             poller.register(worker.process.sentinel, zmq.POLLIN)
             poller.register(worker.wake.fd, zmq.POLLIN)
             poller.register(self._interrupt_fd, zmq.POLLIN)
         return poller
 
     def _receive(self, worker: Worker) -> protocol.FromWorker | None:
-        peer, frame = recv_message(worker.socket)
+        """The next message on the worker's socket, decoded; None if it came from a stranger (then ignored)."""
+        socket = worker.socket
+        peer = socket.recv()  # a ROUTER's first frame: the sender's routing id
+        frame: zmq.Frame | None = socket.recv(copy=False)
+        if frame.more:  # several frames: all dropped
+            while socket.recv(copy=False).more:
+                pass
+            frame = None
         if peer != worker.peer:
-            stranger(self._security_events, worker, peer, frame, "during a call")
+            stranger(self._security_events, worker, peer, None if frame is None else frame.bytes, "during a call")
             return None
         if frame is None:
             invalid(worker, "a message of more than one frame")
@@ -209,39 +252,48 @@ class CallDriver:
             raise Fail(INVALID_MESSAGE, f"worker for plugin '{worker.plugin.name}' sent an invalid message: {exc}",
                        kill=True) from None
 
-    def _serve(self, worker: Worker, invoke: protocol.Invoke, message: protocol.FromWorker) -> Pending | None:
+    @staticmethod
+    def _log(worker: Worker, message: protocol.Log | protocol.GuestOutput) -> None:
+        try:
+            worker.host.on_log(message)
+        except Exception:
+            pass
+        _count(worker, message, 0)
+
+    @staticmethod
+    def _serve(worker: Worker, host: HostHandler, begin: Callable[[protocol.HostRequest], Any] | None,
+               message: protocol.HostRequest, send: Callable[[protocol.ToWorker], None]) -> Pending | None:
         """Answer a quick host request now, or start a waiting one and return it (answered when it is done)."""
-        if isinstance(message, (protocol.Log, protocol.GuestOutput)):
-            try:
-                worker.host.on_log(message)
-            except Exception:
-                pass
-            _count(worker, message, 0)
-            return None
-        if isinstance(message, (protocol.Ready, protocol.StartFailed)):
-            invalid(worker, f"unexpected {type(message).__name__} during '{invoke.export}'")
-        begin = getattr(worker.host, "begin", None)
         future = begin(message) if begin is not None else None
         if future is not None:
             wake = worker.wake
             future.add_done_callback(lambda _f: wake.signal())
             return Pending(future, message)
         try:
-            reply = worker.host.handle(message)
+            reply = host.handle(message)
         except Exception:  # HostHandler.handle must not raise; if it does, the guest sees a failure code
             reply = protocol.HostReply(host_call_id=message.host_call_id, code=-1)
         if reply.host_call_id != message.host_call_id:
             reply = protocol.HostReply(host_call_id=message.host_call_id, code=reply.code, data=reply.data)
         _count(worker, message, reply.code)
-        self._send(worker, invoke, reply)
+        send(reply)
         return None
 
     @staticmethod
-    def _send(worker: Worker, invoke: protocol.Invoke, message: protocol.ToWorker) -> None:
-        try:
-            worker.send(message)
-        except zmq.ZMQError:  # ROUTER_MANDATORY: the worker's connection is gone
-            raise Fail(WORKER_DIED, death_message(worker, f"during '{invoke.export}'"), kill=True) from None
+    def _sender(worker: Worker, invoke: protocol.Invoke) -> Callable[[protocol.ToWorker], None]:
+        """Sends to the worker's pinned connection; a connection that is gone (ROUTER_MANDATORY) fails the call."""
+        socket, peer, encode = worker.socket, worker.peer, protocol.encode
+        assert peer is not None
+
+        def send(message: protocol.ToWorker) -> None:
+            data = encode(message)
+            try:
+                _zmq_send(socket, peer, _SNDMORE)
+                _zmq_send(socket, data, 0, len(data) < _COPY_BELOW)
+            except zmq.ZMQError:
+                raise Fail(WORKER_DIED, death_message(worker, f"during '{invoke.export}'"), kill=True) from None
+
+        return send
 
 
 def check_result(worker: Worker, invoke: protocol.Invoke, result: protocol.InvokeResult) -> None:
@@ -271,5 +323,4 @@ def invalid(worker: Worker, what: str) -> None:
 
 def _count(worker: Worker, message: protocol.FromWorker, code: int) -> None:
     if worker.stats is not None:
-        tag = type(message).__struct_config__.tag
-        worker.stats.host_call("log" if tag == "output" else tag.partition(".")[0], code)
+        worker.stats.host_call(_STAT_NAMES[type(message)], code)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import struct
 from typing import Callable, Protocol
 
 import attrs
@@ -80,18 +81,26 @@ def define_tark_imports(linker: wasmtime.Linker, bridge: HostBridge) -> None:
 # generic trampoline builds a Caller object and converts every argument and the i32 result through `Val`
 # (≈8 µs of a host call's ≈20 µs of Python). Here the callback reads the raw arguments and writes the raw result;
 # memory is reached through the caller's `memory` export with the same bounds checks as before.
-_RawHandler = Callable[["ctypes._Pointer[ffi.wasmtime_caller_t]", "ctypes._Pointer[ffi.wasmtime_val_raw_t]"], None]
+# The callback and the few C functions a host call uses take plain addresses (c_void_p): ctypes then hands the
+# handler ints instead of pointer objects, and no `ctypes.cast` or wasmtime-py wrapper runs per call (together
+# about half of the worker's Python time per host call; docs/performance.md).
+_RawHandler = Callable[[int, int], None]  # (caller address, address of the raw values array)
 _HANDLERS: dict[int, _RawHandler] = {}
 _next_handler = itertools.count(1)
+_VAL_RAW_BYTES = ctypes.sizeof(ffi.wasmtime_val_raw_t)
 
 
-@ffi.wasmtime_func_unchecked_callback_t
+@ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 def _raw_trampoline(env, caller, values, count):  # type: ignore[no-untyped-def]
     try:
         _HANDLERS[env](caller, values)
     except BaseException:  # a handler never raises; nothing may cross into wasmtime in any case
         pass
     return 0  # no trap
+
+
+# The same function pointer with the type wasmtime-py declares for the define call (the ABI is the same).
+_RAW_TRAMPOLINE = ctypes.cast(_raw_trampoline, ffi.wasmtime_func_unchecked_callback_t)
 
 
 @ctypes.CFUNCTYPE(None, ctypes.c_void_p)
@@ -110,7 +119,7 @@ def _define_raw(linker: wasmtime.Linker, module: str, name: str, ty: wasmtime.Fu
         ctypes.create_string_buffer(name_bytes),
         len(name_bytes),
         ty.ptr(),
-        _raw_trampoline,
+        _RAW_TRAMPOLINE,
         key,
         _raw_finalize,
     )
@@ -119,61 +128,78 @@ def _define_raw(linker: wasmtime.Linker, module: str, name: str, ty: wasmtime.Fu
         raise wasmtime.WasmtimeError._from_ptr(error)
 
 
-_MEMORY_EXPORT = ctypes.create_string_buffer(b"memory")
+def _c_function(name: str, restype: object, *argtypes: object) -> Callable[..., object]:
+    """A C function of libwasmtime with our own argument types (`dll[name]` is a new object each time, so
+    wasmtime-py's own, cached as attributes, keep theirs)."""
+    function = ffi.dll[name]
+    function.restype = restype
+    function.argtypes = argtypes
+    return function
+
+
+_caller_export_get = _c_function("wasmtime_caller_export_get", ctypes.c_bool, ctypes.c_void_p, ctypes.c_char_p,
+                                 ctypes.c_size_t, ctypes.c_void_p)
+_caller_context = _c_function("wasmtime_caller_context", ctypes.c_void_p, ctypes.c_void_p)
+_memory_data = _c_function("wasmtime_memory_data", ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+_memory_data_size = _c_function("wasmtime_memory_data_size", ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p)
 _EXTERN_MEMORY = ffi.WASMTIME_EXTERN_MEMORY.value
+_MEMORY_OFFSET = ffi.wasmtime_extern_t.of.offset  # wasmtime_extern_t.of.memory
+_string_at = ctypes.string_at
+_memmove = ctypes.memmove
+_c_int32 = ctypes.c_int32
 
 
 class _CallerMemory:
-    """The calling instance's `memory` export, seen from inside one host call (the guest cannot run, so cannot
-    grow its memory, until the call returns)."""
+    """Finds the calling instance's `memory` export from inside one host call: its base address and size, read
+    once (the guest cannot run, so cannot grow or move its memory, until the call returns). One per import; the
+    extern it fills is scratch space for the lookup."""
 
-    __slots__ = ("_context", "_memory")
+    __slots__ = ("_item", "_item_address", "_memory_address")
 
-    def __init__(self, context: object, memory: object) -> None:
-        self._context = context
-        self._memory = memory
+    def __init__(self) -> None:
+        self._item = ffi.wasmtime_extern_t()
+        self._item_address = ctypes.addressof(self._item)
+        self._memory_address = self._item_address + _MEMORY_OFFSET
 
-    @classmethod
-    def of(cls, caller: object) -> _CallerMemory | None:
-        item = ffi.wasmtime_extern_t()
-        if not ffi.wasmtime_caller_export_get(caller, _MEMORY_EXPORT, 6, ctypes.byref(item)):
+    def of(self, caller: int) -> tuple[int, int] | None:
+        """(base address, size in bytes), or None if the caller has no memory export."""
+        if not _caller_export_get(caller, b"memory", 6, self._item_address) or self._item.kind != _EXTERN_MEMORY:
             return None
-        if item.kind != _EXTERN_MEMORY:
-            return None
-        return cls(ffi.wasmtime_caller_context(caller), ctypes.byref(item.of.memory))
+        context = _caller_context(caller)
+        return _memory_data(context, self._memory_address) or 0, _memory_data_size(context, self._memory_address)
 
-    def size(self) -> int:
-        return ffi.wasmtime_memory_data_size(self._context, self._memory)
 
-    def _base(self) -> int:
-        return ctypes.cast(ffi.wasmtime_memory_data(self._context, self._memory), ctypes.c_void_p).value or 0
+def _read(base: int, size: int, ptr: int, length: int) -> bytes | None:
+    """[ptr, ptr+length) of guest memory, or None if any part of it lies outside memory."""
+    if ptr < 0 or length < 0 or length > protocol.MAX_PAYLOAD_BYTES or ptr + length > size:
+        return None
+    return _string_at(base + ptr, length) if length else b""
 
-    def read(self, ptr: int, length: int) -> bytes | None:
-        """[ptr, ptr+length) of guest memory, or None if any part of it lies outside memory."""
-        if ptr < 0 or length < 0 or length > protocol.MAX_PAYLOAD_BYTES:
-            return None
-        if ptr + length > self.size():
-            return None
-        if length == 0:
-            return b""
-        return ctypes.string_at(self._base() + ptr, length)
 
-    def read_text(self, ptr: int, length: int) -> str | None:
-        data = self.read(ptr, length)
-        if data is None:
-            return None
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
+def _read_text(base: int, size: int, ptr: int, length: int) -> str | None:
+    data = _read(base, size, ptr, length)
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
-    def write(self, ret_ptr: int, data: bytes) -> bool:
-        """Write `data` at ret_ptr if it ends inside memory (an empty result still needs ret_ptr <= memory size)."""
-        if ret_ptr < 0 or ret_ptr + len(data) > self.size():
-            return False
-        if data:
-            ctypes.memmove(self._base() + ret_ptr, data, len(data))
-        return True
+
+def _write(base: int, size: int, ret_ptr: int, data: bytes) -> bool:
+    """Write `data` at ret_ptr if it ends inside memory (an empty result still needs ret_ptr <= memory size)."""
+    if ret_ptr < 0 or ret_ptr + len(data) > size:
+        return False
+    if data:
+        _memmove(base + ret_ptr, data, len(data))
+    return True
+
+
+def _values_format(forward: _Forward) -> struct.Struct:
+    """The raw values array of a forwarding import as one struct (each value is a 16-byte union)."""
+    pad = f"{_VAL_RAW_BYTES - 8}x", f"{_VAL_RAW_BYTES - 4}x"
+    kinds = ["q"] * forward.i64_args + ["i"] * (2 * forward.strings + (1 if forward.has_ret else 0))
+    return struct.Struct("<" + "".join(kind + (pad[0] if kind == "q" else pad[1]) for kind in kinds[:-1]) + kinds[-1])
 
 
 def read_bytes(store: wasmtime.Caller | wasmtime.Store, memory: wasmtime.Memory, ptr: int, length: int) -> bytes | None:
@@ -189,38 +215,41 @@ def read_bytes(store: wasmtime.Caller | wasmtime.Store, memory: wasmtime.Memory,
 
 def _forwarder(forward: _Forward, bridge: HostBridge) -> _RawHandler:
     n64 = forward.i64_args
-    strings = forward.strings
-    ret_index = n64 + 2 * strings  # only if has_ret
+    text_end = n64 + 2 * forward.strings
     build = forward.build
     has_ret = forward.has_ret
     write_failure = forward.write_failure
+    values_format = _values_format(forward)
+    unpack, values_bytes = values_format.unpack, values_format.size
+    memory_of = _CallerMemory().of
+    request = bridge.request
 
-    def host_function(caller: object, values: ctypes.Array) -> None:
+    def host_function(caller: int, values: int) -> None:
         code = READ_FAILURE
         try:
-            memory = _CallerMemory.of(caller)
+            memory = memory_of(caller)
             if memory is not None:
-                code = _forward_call(memory, values)
+                code = _forward_call(memory, unpack(_string_at(values, values_bytes)))
         finally:
-            values[0].i32 = code
+            _c_int32.from_address(values).value = code
 
-    def _forward_call(memory: _CallerMemory, values: ctypes.Array) -> int:
+    def _forward_call(memory: tuple[int, int], raw: tuple[int, ...]) -> int:
+        base, size = memory
         try:
-            leading = [values[i].i64 for i in range(n64)]
-            texts = []
-            for i in range(n64, n64 + 2 * strings, 2):
-                text = memory.read_text(values[i].i32, values[i + 1].i32)
+            call_args = list(raw[:n64])
+            for i in range(n64, text_end, 2):
+                text = _read_text(base, size, raw[i], raw[i + 1])
                 if text is None:
                     return READ_FAILURE
-                texts.append(text)
-            reply = bridge.request(lambda host_call_id: build(host_call_id, *leading, *texts))
+                call_args.append(text)
+            reply = request(lambda host_call_id: build(host_call_id, *call_args))
             if reply is None:
                 return READ_FAILURE
             if reply.code < 0:
                 return reply.code
             if not has_ret:
                 return 0
-            if not memory.write(values[ret_index].i32, reply.data):
+            if not _write(base, size, raw[text_end], reply.data):
                 return write_failure
             return len(reply.data)
         except Exception:  # never let anything cross into wasmtime
@@ -230,12 +259,17 @@ def _forwarder(forward: _Forward, bridge: HostBridge) -> _RawHandler:
 
 
 def _logger(level: str, bridge: HostBridge) -> _RawHandler:
-    def host_function(caller: object, values: ctypes.Array) -> None:
+    memory_of = _CallerMemory().of
+    unpack = struct.Struct(f"<i{_VAL_RAW_BYTES - 4}xi").unpack
+
+    def host_function(caller: int, values: int) -> None:
         try:
-            memory = _CallerMemory.of(caller)
-            message = None if memory is None else memory.read_text(values[0].i32, values[1].i32)
-            if message is not None:
-                bridge.log(level, message)
+            memory = memory_of(caller)
+            if memory is not None:
+                ptr, length = unpack(_string_at(values, _VAL_RAW_BYTES + 4))
+                message = _read_text(*memory, ptr, length)
+                if message is not None:
+                    bridge.log(level, message)
         except Exception:
             pass
 
