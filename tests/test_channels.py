@@ -180,47 +180,48 @@ def stored(cli, plugin: str, key: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- end to end
 
-def test_example_channel_webhook_feeds_the_poll_loop(tmp_path: Path, cli, run_tark, daemon) -> None:
+@pytest.mark.parametrize("name", ["echo-channel", "chan-wit"])  # the core module and its component twin
+def test_example_channel_webhook_feeds_the_poll_loop(name, tmp_path: Path, cli, run_tark, daemon) -> None:
     spec = importlib.util.spec_from_file_location("examples_build", REPO / "examples" / "build.py")
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
-    shutil.copytree(REPO / "examples" / "echo-channel", tmp_path / "ex" / "echo-channel",
+    shutil.copytree(REPO / "examples" / name, tmp_path / "ex" / name,
                     ignore=shutil.ignore_patterns("*.wasm"))
     build.build_examples(tmp_path / "ex")
-    assert cli("plugin", "add", "--yes", str(tmp_path / "ex" / "echo-channel")).exit_code == 0
+    assert cli("plugin", "add", "--yes", str(tmp_path / "ex" / name)).exit_code == 0
 
-    started = run_tark("channel", "start", "echo-channel", "--poll-ms", "20")
+    started = run_tark("channel", "start", name, "--poll-ms", "20")
     assert started.returncode == 0, started.stderr
-    assert "✅ Started channel echo-channel (worker pid" in started.stdout
-    state = channel(cli, "echo-channel")
+    assert f"✅ Started channel {name} (worker pid" in started.stdout
+    state = channel(cli, name)
     assert (state["state"], state["display_name"], state["polling"]) == ("running", "Echo channel", True)
     url = state["webhook_url"]
-    assert url.startswith("http://127.0.0.1:") and url.endswith("/channels/echo-channel/webhook")
+    assert url.startswith("http://127.0.0.1:") and url.endswith(f"/channels/{name}/webhook")
     assert tark_json(cli, "supervisor", "status")["webhook"]["url"] == url.rsplit("/channels/", 1)[0]
 
     response = httpx.post(url, content="hello from outside")
     assert (response.status_code, response.headers["content-type"], response.json()) == (
         200, "application/json", {"queued": True})
     # the webhook's fresh instance stored the body; the poll loop's kept instance turns it into a message
-    state = wait_for(lambda: (s := channel(cli, "echo-channel"))["inbound"] == 1 and s)
+    state = wait_for(lambda: (s := channel(cli, name))["inbound"] == 1 and s)
     assert state["inbox"][0] | {"received_at": 0} == {
         "received_at": 0, "source": "poll", "conversation_id": "webhook", "user_id": "webhook",
         "text": "hello from outside", "metadata_json": ""}
     assert state["polls"] > 1 and state["webhooks"] == 1 and state["last_error"] is None
 
     text = cli("channel", "status")
-    assert "echo-channel (Echo channel): running" in text.stdout and "[poll] webhook/webhook: hello from outside" in text.stdout
+    assert f"{name} (Echo channel): running" in text.stdout and "[poll] webhook/webhook: hello from outside" in text.stdout
 
-    stopped = cli("channel", "stop", "echo-channel")
-    assert stopped.exit_code == 0 and "✅ Stopped channel echo-channel" in stopped.stdout
-    state = channel(cli, "echo-channel")
+    stopped = cli("channel", "stop", name)
+    assert stopped.exit_code == 0 and f"✅ Stopped channel {name}" in stopped.stdout
+    state = channel(cli, name)
     assert state["state"] == "stopped"
     polls = state["polls"]
     time.sleep(0.2)
-    assert channel(cli, "echo-channel")["polls"] == polls  # the poll thread is gone
+    assert channel(cli, name)["polls"] == polls  # the poll thread is gone
     assert httpx.post(url, content="late").status_code == 404  # only started channels are served
-    again = cli("channel", "stop", "echo-channel")
-    assert again.exit_code == 1 and "Error: Channel 'echo-channel' is not running" in again.stderr
+    again = cli("channel", "stop", name)
+    assert again.exit_code == 1 and f"Error: Channel '{name}' is not running" in again.stderr
 
 
 def test_webhook_round_trip_and_bad_requests(install, cli, run_tark, daemon) -> None:

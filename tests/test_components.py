@@ -95,6 +95,30 @@ def test_provider_errors_reach_the_host_gemini_style(name, examples, pool_and_ho
     assert json.loads(outcome.output) == {"error": "no user message in the conversation"}
 
 
+@pytest.mark.parametrize("name", ["echo-channel", "chan-wit"])
+def test_channel_queues_webhooks_for_the_poll_loop(name, examples, pool_and_hosts) -> None:
+    pool, hosts, _ = pool_and_hosts
+    plugin = examples[name]
+    info = ok_json(pool.call(plugin, "channel_info", [], CAP_INFO))
+    assert (info["id"], info["display_name"], info["supports_edits"]) == ("echo", "Echo channel", False)
+    assert pool.call(plugin, "channel_start", [], None, instance="poll").ret == 0
+    assert [m.message for m in hosts[-1].logged if isinstance(m, protocol.Log)] == ["echo-channel: started"]
+    assert ok_json(pool.call(plugin, "channel_poll", [], CAP_INFO, instance="poll")) == []
+    request = {"method": "POST", "path": f"/channels/{name}/webhook", "query": None,
+               "headers": [["content-type", "application/json"]], "body": '{"text": "ping"}'}
+    response = ok_json(pool.call(plugin, "channel_handle_webhook", [json.dumps(request).encode()], CAP_CHAT))
+    assert response["status"] == 200 and json.loads(response["body"]) == {"queued": True}
+    [inbound] = ok_json(pool.call(plugin, "channel_poll", [], CAP_INFO, instance="poll"))
+    assert inbound == {"conversation_id": "webhook", "user_id": "webhook", "text": '{"text": "ping"}',
+                       "metadata_json": ""}
+    assert ok_json(pool.call(plugin, "channel_poll", [], CAP_INFO, instance="poll")) == []
+    send = json.dumps({"conversation_id": "webhook", "text": "pong", "message_id": None, "is_final": True,
+                       "metadata_json": ""}).encode()
+    ids = [ok_json(pool.call(plugin, "channel_send", [send], CAP_CHAT, instance="poll"))["message_id"] for _ in range(2)]
+    assert ids == ["1", "2"]  # the long-lived instance keeps its state
+    assert ok_json(pool.call(plugin, "channel_send", [send], CAP_CHAT))["message_id"] == "1"  # a fresh one does not
+
+
 # --------------------------------------------------------------------------- every command, either ABI
 
 TOOLS = ["word-tools", "words-wit"]
