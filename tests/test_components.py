@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from policy import abi
+from supervisor.capabilities.audit import read_audit
 from supervisor.modules import ModuleCache
 from supervisor.plugin import InstalledPlugin, load_plugin_dir
 from supervisor.workers import WorkerPool
@@ -33,7 +34,7 @@ def pool_and_hosts(tmp_path: Path):
     environ = {"ECHO_PREFIX": "echo: ", "UNRELATED_SECRET": "x"}
 
     def factory(plugin: InstalledPlugin) -> RecordingHost:
-        hosts.append(RecordingHost(plugin, environ=environ, home=str(tmp_path)))
+        hosts.append(RecordingHost(plugin, environ=environ, home=str(tmp_path), audit_path=tmp_path / "audit.log"))
         return hosts[-1]
 
     runtime = Path(tempfile.mkdtemp(prefix="tc-"))  # short: the worker endpoints are unix socket paths
@@ -220,3 +221,79 @@ def test_an_auth_component_signs_in_through_its_device_flow(installed, cli):
     assert call_json(cli, "hello-wit", "auth-plugin#get-token")["output"] == "hello-dev-1"
     assert call_json(cli, "hello-wit", "logout")["ret"] == 0
     assert call_json(cli, "hello-wit", "status")["ret"] == 0
+
+
+# --------------------------------------------------------------------------- imports through the same handlers
+
+FETCH = """(module
+  (import "tark:plugin/http@0.1.0" "get" (func $http_get (param i32 i32 i32 i32 i32)))
+  (import "tark:plugin/storage@0.1.0" "set" (func $storage_set (param i32 i32 i32 i32 i32)))
+  (import "tark:plugin/storage@0.1.0" "list-keys" (func $list_keys (param i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 1024) "x-probe")      ;; 7
+  (data (i32.const 1040) "1")            ;; 1
+  (data (i32.const 1056) "not-allowed")  ;; 11
+  (data (i32.const 1072) "ba")
+  (data (i32.const 3000) "\\00\\04\\00\\00\\07\\00\\00\\00\\10\\04\\00\\00\\01\\00\\00\\00")  ;; [("x-probe", "1")]
+  (global $heap (mut i32) (i32.const 65536))
+  (func (export "cabi_realloc") (param i32 i32 i32) (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.and (i32.add (i32.add (local.get $p) (local.get $n)) (i32.const 7)) (i32.const -8)))
+    (if (i32.gt_u (global.get $heap) (i32.shl (memory.size) (i32.const 16))) (then (drop (memory.grow (i32.const 4)))))
+    (local.get $p))
+  ;; name(): stores keys "b" and "a"; models(): storage.list-keys()
+  (func (export "tark:plugin/provider-plugin@0.1.0#name") (result i32)
+    (call $storage_set (i32.const 1072) (i32.const 1) (i32.const 1040) (i32.const 1) (i32.const 2080))
+    (call $storage_set (i32.const 1073) (i32.const 1) (i32.const 1040) (i32.const 1) (i32.const 2080))
+    (i32.store (i32.const 2048) (i32.const 1072))
+    (i32.store (i32.const 2052) (i32.const 2))
+    (i32.const 2048))
+  (func (export "tark:plugin/provider-plugin@0.1.0#models") (result i32)
+    (call $list_keys (i32.const 2048))
+    (i32.const 2048))
+  ;; chat(_, url): http.get(url, [("x-probe", "1")]) -> content: the body, or "not-allowed", or the transport error;
+  ;; usage-tokens: the status (0 for errors)
+  (func (export "tark:plugin/provider-plugin@0.1.0#chat") (param i32 i32) (param $url i32) (param $len i32) (result i32)
+    (call $http_get (local.get $url) (local.get $len) (i32.const 3000) (i32.const 1) (i32.const 2080))
+    (i32.store8 (i32.const 2048) (i32.const 0))
+    (i32.store (i32.const 2060) (i32.const 1024))
+    (i32.store (i32.const 2064) (i32.const 0))
+    (if (i32.eqz (i32.load8_u (i32.const 2080)))
+      (then
+        (i32.store (i32.const 2052) (i32.load (i32.const 2096)))
+        (i32.store (i32.const 2056) (i32.load (i32.const 2100)))
+        (i32.store (i32.const 2068) (i32.load16_u (i32.const 2084))))
+      (else
+        (i32.store (i32.const 2068) (i32.const 0))
+        (if (i32.eqz (i32.load8_u (i32.const 2084)))
+          (then (i32.store (i32.const 2052) (i32.const 1056)) (i32.store (i32.const 2056) (i32.const 11)))
+          (else (i32.store (i32.const 2052) (i32.load (i32.const 2088)))
+                (i32.store (i32.const 2056) (i32.load (i32.const 2092)))))))
+    (i32.const 2048))
+)"""
+
+
+def test_http_and_storage_list_keys_reach_the_same_handlers(tmp_path: Path, pool_and_hosts) -> None:
+    from cap_support import http_server, reply
+    from component_fixtures import component_of
+    from wasm_fixtures import make_guest
+
+    pool, hosts, _ = pool_and_hosts
+
+    def handler(req) -> None:
+        reply(req, 201, f"hello {req.headers['x-probe']} at {req.path}".encode(), [("Connection", "close")])
+
+    with http_server(handler) as port:
+        plugin = make_guest(tmp_path / "fetch", wasm=component_of(FETCH, "provider-world"), name="fetch",
+                            capabilities=f'storage = true\nhttp = ["http://127.0.0.1:{port}"]')
+        fetched = ok_json(pool.call(plugin, "provider_chat", [b"[]", f"http://127.0.0.1:{port}/x".encode()], CAP_CHAT))
+        assert (fetched["text"], fetched["usage"]["output_tokens"]) == ("hello 1 at /x", 201)
+        denied = ok_json(pool.call(plugin, "provider_chat", [b"[]", b"http://example.invalid/"], CAP_CHAT))
+        assert denied["text"] == "not-allowed"  # the allow-list said no: http-error::not-allowed
+    gone = ok_json(pool.call(plugin, "provider_chat", [b"[]", f"http://127.0.0.1:{port}/x".encode()], CAP_CHAT))
+    assert gone["usage"]["output_tokens"] == 0 and gone["text"] and gone["text"] != "not-allowed"  # transport(...)
+    assert ok_json(pool.call(plugin, "provider_info", [], CAP_INFO))["id"] == "ba"
+    assert ok_json(pool.call(plugin, "provider_models", [], CAP_INFO)) == [{"id": "a"}, {"id": "b"}]  # sorted keys
+    [record] = read_audit(tmp_path / "audit.log", decision="denied")  # audited by the http handler itself
+    assert (record["capability"], record["target"]) == ("http", "http://example.invalid/")
