@@ -206,3 +206,14 @@ def test_a_component_runs_in_the_same_locked_down_worker(pool, hostile) -> None:
     first_pid(pool, hostile)
     [status] = [s for s in pool.status() if s.name == "hostile"]
     assert {"seccomp", "landlock", "nnp", "rlimits", "netns", "uid"} <= set(status.layers), status.layers
+
+
+def test_a_long_lived_instance_that_traps_is_replaced_by_a_fresh_one(pool, hostile) -> None:
+    def named(model: str):
+        return pool.call(hostile, "provider_chat", [b"[]", model.encode()], CAP_CHAT, instance="poll")
+
+    assert named("x").ok
+    assert named("grow").error_kind == "trap"
+    again = named("x")  # the poisoned Store was dropped with its instance; this one is new
+    assert again.ok, again.error_message
+    assert json.loads(again.output)["text"] == "fine"

@@ -120,6 +120,46 @@ def test_channel_queues_webhooks_for_the_poll_loop(name, examples, pool_and_host
     assert ok_json(pool.call(plugin, "channel_send", [send], CAP_CHAT))["message_id"] == "1"  # a fresh one does not
 
 
+class _RequestRecorder(RecordingHost):
+    """The real PluginHost, also remembering each host request (without its per-call id)."""
+
+    def __init__(self, plugin: InstalledPlugin, **kwargs: object) -> None:
+        super().__init__(plugin, **kwargs)
+        self.requests: list[tuple] = []
+
+    def handle(self, request: protocol.HostRequest) -> protocol.HostReply:
+        fields = {f: getattr(request, f) for f in request.__struct_fields__ if f != "host_call_id"}
+        self.requests.append((type(request).__name__, fields))
+        return super().handle(request)
+
+
+def test_the_supervisor_sees_the_same_requests_whichever_abi_asked(examples, tmp_path: Path) -> None:
+    hosts: dict[str, _RequestRecorder] = {}
+
+    def factory(plugin: InstalledPlugin) -> _RequestRecorder:
+        hosts[plugin.name] = _RequestRecorder(plugin, environ={"ECHO_PREFIX": "> "}, home=str(tmp_path),
+                                              audit_path=tmp_path / f"audit-{plugin.name}.log")
+        return hosts[plugin.name]
+
+    runtime = Path(tempfile.mkdtemp(prefix="tr-"))
+    try:
+        with WorkerPool(runtime, ModuleCache(tmp_path / "cache"), factory) as pool:
+            for name in PROVIDERS:
+                ok_json(pool.call(examples[name], "provider_chat", [b'[{"role":"user","content":"hi"}]', b"m"],
+                                  CAP_CHAT))
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+    core, component = (hosts[name].requests for name in PROVIDERS)
+    assert core == component == [
+        ("StorageGet", {"key": "chat_count"}),
+        ("StorageSet", {"key": "chat_count", "value": "1"}),
+        ("EnvGet", {"name": "ECHO_PREFIX"}),
+    ]
+    audits = [[(r["capability"], r["target"], r["decision"]) for r in read_audit(tmp_path / f"audit-{name}.log")]
+              for name in PROVIDERS]
+    assert audits[0] == audits[1] and audits[0]
+
+
 # --------------------------------------------------------------------------- every command, either ABI
 
 TOOLS = ["word-tools", "words-wit"]
