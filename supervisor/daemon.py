@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Callable
 
 import attrs
+import msgspec
 
-from supervisor import paths
+from supervisor import control_client, paths
 from supervisor.channels.operations import ChannelError
 from supervisor.channels.service import CHANNEL_OPERATIONS, ChannelService, WebhookConfig
 from supervisor.credentials import CredentialsError
@@ -40,7 +41,7 @@ USER_ERRORS = (CallRefused, RegistryError, PolicyError, PluginLoadError, ModuleC
 
 # Each gets the supervisor, the request and the client connection's fd (readable once the client went away).
 PLUGIN_OPERATIONS: dict[str, Callable[[Supervisor, Request, int], Reply]] = {
-    "call": lambda s, r, fd: Reply(ok=True, result=attrs.asdict(
+    "call": lambda s, r, fd: Reply(ok=True, result=msgspec.structs.asdict(
         s.call(r.plugin, r.export, r.args, timeout_s=r.timeout_s, instance=r.instance, cancel_fd=fd))),
     "exports": lambda s, r, _fd: Reply(ok=True, exports=s.exports(r.plugin)),
     "end_instance": lambda s, r, _fd: (s.end_instance(r.plugin, r.instance), Reply(ok=True))[1],
@@ -150,15 +151,7 @@ def serve(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0,
 
 def running_client(runtime_dir: Path | None = None) -> DaemonClient | None:
     """A client of the running daemon, or None when no daemon answers."""
-    runtime_dir = runtime_dir or paths.runtime_dir()
-    if not socket_path(runtime_dir).exists():
-        return None
-    try:
-        client = DaemonClient(runtime_dir)
-        client.ping()
-        return client
-    except ControlError:
-        return None
+    return control_client.running_client(runtime_dir or paths.runtime_dir())
 
 
 def start_background(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0,

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-
-import attrs
+from typing import NamedTuple
 
 from policy.text import escape_control
 
@@ -44,8 +43,7 @@ class LogFilterError(ValueError):
     pass
 
 
-@attrs.frozen
-class LogFilter:
+class LogFilter(NamedTuple):  # not attrs: every CLI command sets up logging, the thin ones too
     default: int = logging.WARNING
     targets: tuple[tuple[str, int], ...] = ()
 
@@ -82,7 +80,7 @@ def configure_logging(verbose: bool, spec: str | None) -> LogFilter:
     """
     log_filter = parse_log_filter(spec) if spec else LogFilter()
     if verbose:
-        log_filter = attrs.evolve(log_filter, default=min(log_filter.default, logging.DEBUG))
+        log_filter = log_filter._replace(default=min(log_filter.default, logging.DEBUG))
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)

@@ -24,6 +24,7 @@ from supervisor.host import PluginHost
 from supervisor.modules import ModuleCache
 from supervisor.plugin import InstalledPlugin
 from supervisor.registry import Registry
+from supervisor.call_api import CallRefused, CallResult  # noqa: F401 - re-exported: the embedded transport's types
 from supervisor.capabilities.audit import default_audit_path
 from supervisor.security_events import SecurityAudit
 from supervisor.workers import CallOutcome, WorkerLimits, WorkerPool
@@ -32,27 +33,6 @@ from worker.protocol import MAX_MESSAGE_BYTES, MAX_PAYLOAD_BYTES, EngineSettings
 log = logging.getLogger(__name__)
 
 MAX_ARGS_BYTES = MAX_MESSAGE_BYTES - 64 * 1024  # what an Invoke's arguments may total (room for its other fields)
-
-
-class CallRefused(Exception):
-    """A call the supervisor will not start (unknown/disabled plugin, missing export, wrong argument count)."""
-
-
-@attrs.frozen
-class CallResult:
-    """What `tark plugin call` reports: the export's return code and output (None for bare status exports)."""
-
-    plugin: str
-    export: str
-    ret: int | None
-    output: str | None
-    error: str | None
-    error_kind: str | None
-    worker_pid: int | None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 class Supervisor:

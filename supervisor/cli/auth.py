@@ -19,16 +19,16 @@ from supervisor import paths
 from supervisor.channel_credentials import StoredState, stored_state
 from supervisor.cli.connect import open_supervisor
 from supervisor.cli.output import echo, print_json, warn
-from supervisor.control import ControlError
+from supervisor.control_client import ControlError
 from supervisor.credentials import CredentialsError
 from supervisor.oauth.device import DEFAULT_MIN_INTERVAL_S, PollSettings
 from supervisor.oauth.errors import OAuthError
 from supervisor.oauth.flow import FlowOptions, authenticate
 from supervisor.oauth.status import AuthStatus, auth_status, logout
-from supervisor.oauth.targets import AuthTarget, UnknownProvider, auth_plugins, find_target, oauth_targets
+from supervisor.oauth.targets import AuthTarget, auth_plugins, find_target, oauth_targets
 from supervisor.plugin import InstalledPlugin
 from supervisor.registry import Registry
-from supervisor.supervisor import CallRefused
+from supervisor.call_api import CallRefused
 
 NO_BROWSER_ENV = "TARK_NO_BROWSER"
 
@@ -38,11 +38,6 @@ class AuthFailed(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         echo(f"❌ Authentication failed: {self.message}", err=True)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_user_errors(UnknownProvider, CredentialsError, OAuthError)  # type: ignore[attr-defined]
-    cli.add_command(auth_group)
 
 
 def _header(text: str) -> None:

@@ -7,17 +7,10 @@ import click
 
 from supervisor.cli.connect import open_supervisor
 from supervisor.cli.output import echo, echo_json_line
-from supervisor.control import ControlError
-from supervisor.supervisor import CallRefused
 
 
 class CallFailed(click.ClickException):
     """The export ran but failed (trap, limit, bad result) or returned a negative code."""
-
-
-def register(cli: click.Group) -> None:
-    cli.add_user_errors(CallRefused, ControlError)  # type: ignore[attr-defined]
-    cli.subgroup("plugin").add_command(call_command)  # type: ignore[attr-defined]
 
 
 @click.command("call")

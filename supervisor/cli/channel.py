@@ -15,25 +15,16 @@ from supervisor import paths
 from supervisor.channels import operations as ops
 from supervisor.channels.client import channel_request
 from supervisor.channels.manager import DEFAULT_POLL_MS
-from supervisor.channels.messages import ChannelDataError
 from supervisor.cli.connect import open_supervisor
 from supervisor.cli.output import echo, header, make_console, print_json
 from supervisor.cli.passphrase import cli_source
-from supervisor.control import ControlError, DaemonClient
-from supervisor.credentials import CredentialsError
+from supervisor.control_client import DaemonClient
 from supervisor.daemon import running_client
 from supervisor.registry import Registry
-from supervisor.supervisor import CallRefused
 
 NO_DAEMON = ("No supervisor daemon is running; channels run in the daemon. Start it with: tark supervisor start"
              " (see tark supervisor start --help for --webhook-port)")
 INBOX_SHOWN = 5
-
-
-def register(cli: click.Group) -> None:
-    cli.add_user_errors(ops.ChannelError, ChannelDataError, CredentialsError, CallRefused,  # type: ignore[attr-defined]
-                        ControlError)
-    cli.add_command(channel_group)
 
 
 @click.group("channel")

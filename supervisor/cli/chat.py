@@ -17,20 +17,14 @@ from supervisor.chat.session import Conversation
 from supervisor.chat.types import ChatError, ChatReply
 from supervisor.cli.connect import open_supervisor
 from supervisor.cli.output import echo, echo_json_line, warn
-from supervisor.control import ControlError
 from supervisor.credentials import CredentialsError
 from supervisor.registry import Registry
-from supervisor.supervisor import CallRefused
+from supervisor.call_api import CallRefused
 
 # what ends one turn of the REPL with a message instead of ending the REPL
 TURN_ERRORS = (ChatError, CallRefused, CredentialsError)
 EXIT_COMMANDS = ("/exit", "/quit")
 RESET_COMMAND = "/reset"
-
-
-def register(cli: click.Group) -> None:
-    cli.add_user_errors(ChatError, CallRefused, ControlError, CredentialsError)  # type: ignore[attr-defined]
-    cli.add_command(chat_command)
 
 
 @click.command("chat")

@@ -1,26 +1,21 @@
-"""How a CLI command reaches the supervisor: the running daemon if one answers, else an embedded one."""
+"""How a CLI command reaches the supervisor: one code path, two transports.
+
+A running daemon answers on its control socket (supervisor/control_client.py, standard library and msgspec
+only); without one, the supervisor runs embedded in this process. Only the embedded transport imports the
+runtime (wasmtime, the capability modules, httpx, jsonschema), so a command that forwards to the daemon starts
+in tens of milliseconds (docs/performance.md, "Thin client").
+"""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Protocol
+from typing import Iterator
 
 from supervisor import paths
-from supervisor.daemon import running_client
-from supervisor.supervisor import CallResult, Supervisor
+from supervisor.call_api import SupervisorApi
+from supervisor.control_client import running_client
 
-
-class SupervisorApi(Protocol):
-    """What commands use; `Supervisor` (embedded) and `DaemonClient` both provide it."""
-
-    def call(self, name: str, export: str, args: list[str], *, timeout_s: float | None = None,
-             instance: str = "fresh") -> CallResult: ...
-
-    def exports(self, name: str) -> dict[str, tuple[list[str], list[str]]]: ...
-
-    def end_instance(self, name: str, instance: str) -> None: ...
-
-    def status(self) -> list[dict]: ...
+__all__ = ["SupervisorApi", "open_supervisor"]
 
 
 @contextlib.contextmanager
@@ -30,5 +25,7 @@ def open_supervisor() -> Iterator[SupervisorApi]:
         with client:
             yield client
         return
+    from supervisor.supervisor import Supervisor  # the embedded transport: the whole runtime, imported on demand
+
     with Supervisor() as supervisor:
         yield supervisor

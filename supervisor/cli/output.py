@@ -1,18 +1,24 @@
-"""Terminal and JSON output helpers shared by CLI commands."""
+"""Terminal and JSON output helpers shared by CLI commands.
+
+Light on purpose: the thin client (docs/performance.md) prints through these, so rich and the plugin model are
+imported only by the helpers that need them (`make_console`, `plugin_json`)."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
 from policy.text import escape_control, escape_json_text
-from supervisor.install_record import InstallRecord, record_to_json
-from supervisor.plugin import InstalledPlugin
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from supervisor.install_record import InstallRecord
+    from supervisor.plugin import InstalledPlugin
 
 DESCRIPTION_WIDTH = 40
 
@@ -23,16 +29,10 @@ def shown(text: str) -> str:
     return escape_control(text)
 
 
-class SafeConsole(Console):
-    """A rich Console that escapes control characters in every string it renders (table cells included), so
-    no manifest field or plugin output can move the cursor, clear the screen or overprint a line."""
-
-    def render_str(self, text: str, **kwargs: Any):  # type: ignore[override]
-        return super().render_str(escape_control(text), **kwargs)
-
-
 def make_console() -> Console:
     """A console on the current stdout; plain text (no markup, emoji codes or wrapping) when not a tty."""
+    from supervisor.cli.console import SafeConsole
+
     stream = sys.stdout
     is_tty = stream.isatty()
     width = shutil.get_terminal_size((200, 24)).columns if is_tty else 200
@@ -74,6 +74,8 @@ def status_word(plugin: InstalledPlugin) -> str:
 
 def plugin_json(plugin: InstalledPlugin, record: InstallRecord | None, *, full: bool) -> dict[str, Any]:
     """The JSON view of a plugin. `full` adds author, capabilities, paths and warnings (for `info`)."""
+    from supervisor.install_record import record_to_json
+
     info = plugin.manifest.plugin
     doc: dict[str, Any] = {
         "id": plugin.name,

@@ -28,15 +28,6 @@ from supervisor.sources import GitSource, LocalSource, parse_source
 from supervisor.wasm_check import sha256_file
 
 
-@click.group("plugin")
-def plugin_group() -> None:
-    """Install and manage plugins."""
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(plugin_group)
-
-
 def open_registry() -> Registry:
     return Registry(paths.plugins_dir())
 
@@ -57,7 +48,7 @@ def _capability_bullets(manifest: Manifest) -> list[str]:
     return lines or ["  (none)"]
 
 
-@plugin_group.command("add")
+@click.command("add")
 @click.argument("source")
 @click.option("-b", "--branch", "ref", metavar="REF", help="Git branch, tag or commit (same as SOURCE#REF).")
 @click.option("-p", "--path", "subdir", metavar="SUBDIR", help="Plugin directory inside the source.")
@@ -112,7 +103,7 @@ def add_command(source: str, ref: str | None, subdir: str | None, force: bool, y
     console.print("The plugin will be loaded on next tark start.")
 
 
-@plugin_group.command("list")
+@click.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
 def list_command(as_json: bool) -> None:
     """List installed plugins."""
@@ -149,7 +140,7 @@ def _record_or_none(registry: Registry, plugin: InstalledPlugin) -> InstallRecor
         return None
 
 
-@plugin_group.command("info")
+@click.command("info")
 @click.argument("plugin_id")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info_command(plugin_id: str, as_json: bool) -> None:
@@ -224,7 +215,7 @@ def _print_info(console: Console, plugin: InstalledPlugin, record: InstallRecord
         console.print(f"  Manifest sha256: {record.manifest_sha256}")
 
 
-@plugin_group.command("enable")
+@click.command("enable")
 @click.argument("plugin_id")
 def enable_command(plugin_id: str) -> None:
     """Enable a plugin."""
@@ -240,7 +231,7 @@ def _tell_running_daemon(action: Callable[[DaemonClient], None]) -> None:
             action(client)
 
 
-@plugin_group.command("disable")
+@click.command("disable")
 @click.argument("plugin_id")
 def disable_command(plugin_id: str) -> None:
     """Disable a plugin (it stays installed)."""
@@ -249,7 +240,7 @@ def disable_command(plugin_id: str) -> None:
     make_console().print(f"✅ Disabled plugin: {plugin_id}")
 
 
-@plugin_group.command("remove")
+@click.command("remove")
 @click.argument("plugin_id")
 def remove_command(plugin_id: str) -> None:
     """Uninstall a plugin, its data/ directory included."""
@@ -267,7 +258,7 @@ def _describe(record: InstallRecord) -> str:
     return GitSource(record.url, record.branch, record.path).describe() if record.is_git else record.url
 
 
-@plugin_group.command("update")
+@click.command("update")
 @click.argument("plugin_id", required=False)
 @click.option("--all", "update_all", is_flag=True, help="Update every installed plugin.")
 def update_command(plugin_id: str | None, update_all: bool) -> None:

@@ -90,5 +90,3 @@ def audit_command(plugin_id: str | None, since: str | None, as_json: bool) -> No
         click.echo(format_record(record))
 
 
-def register(cli: click.Group) -> None:
-    cli.subgroup("plugin").add_command(audit_command)  # type: ignore[attr-defined]

@@ -27,14 +27,14 @@ from supervisor.cli.auth import browser_opener
 from supervisor.cli.connect import open_supervisor
 from supervisor.cli.output import echo, print_json
 from supervisor.cli.passphrase import new_passphrase, on_terminal
-from supervisor.control import ControlError
+from supervisor.control_client import ControlError
 from supervisor.credentials import CredentialsError
 from supervisor.oauth.errors import OAuthError
 from supervisor.oauth.flow import FlowOptions, obtain_credentials_text, resolved_config
 from supervisor.oauth.targets import AuthTarget
 from supervisor.plugin import InstalledPlugin
 from supervisor.registry import Registry
-from supervisor.supervisor import CallRefused
+from supervisor.call_api import CallRefused
 
 MAX_STDIN_BYTES = 64 * 1024
 AUTH_INIT = "channel_auth_init"
@@ -43,11 +43,6 @@ CALL_TIMEOUT_S = 30.0
 
 class PluginAuthError(click.ClickException):
     """A user error of `tark plugin auth` (exit 1)."""
-
-
-def register(cli: click.Group) -> None:
-    cli.subgroup("plugin").add_command(plugin_auth_command)  # type: ignore[attr-defined]
-    cli.add_user_errors(SettingsError, envelope.EnvelopeError)  # type: ignore[attr-defined]
 
 
 @click.command("auth", short_help="Set a channel plugin's credentials (encrypted).")

@@ -144,12 +144,6 @@ def grants_json(grants: EffectiveGrants, approval: Approval | None, hashes: Any,
     }
 
 
-def register(cli: Any) -> None:
-    group = cli.subgroup("plugin")
-    for command in (permissions_command, approve_command, revoke_command):
-        group.add_command(command)
-
-
 @click.command("permissions")
 @click.argument("plugin_id")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

@@ -91,6 +91,3 @@ def unset_command(plugin_id: str, key: str) -> None:
     click.echo(f"Secret {key} removed from {plugin_id}.")
 
 
-def register(cli: click.Group) -> None:
-    cli.subgroup("plugin").add_command(secret_group)  # type: ignore[attr-defined]
-    cli.add_user_errors(SecretError)  # type: ignore[attr-defined]

@@ -8,16 +8,10 @@ import psutil
 from supervisor import paths
 from supervisor.channels.client import channel_request
 from supervisor.channels.service import WebhookConfig
-from supervisor.channels.webhook import DEFAULT_HOST, DEFAULT_PORT, WebhookListenError
+from supervisor.channels.webhook import DEFAULT_HOST, DEFAULT_PORT
 from supervisor.cli.output import header, make_console, print_json
 from supervisor.control import socket_path
 from supervisor.daemon import DaemonError, running_client, serve, start_background, stop_running
-
-
-def register(cli: click.Group) -> None:
-    cli.add_user_errors(DaemonError, WebhookListenError)  # type: ignore[attr-defined]
-    cli.add_command(supervisor_group)
-    cli.subgroup("plugin").add_command(plugin_status_command)  # type: ignore[attr-defined]
 
 
 @click.group("supervisor")

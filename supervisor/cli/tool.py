@@ -8,21 +8,15 @@ import click
 from rich import box
 from rich.table import Table
 
-from policy.tools import ToolArgsError
 from supervisor import paths
 from supervisor.cli.connect import open_supervisor
 from supervisor.cli.output import cut, echo, header, make_console, print_json, warn
 from supervisor.registry import Registry
-from supervisor.tools import ToolError, ToolInfo, ToolRun, ToolRunner
+from supervisor.tools import ToolInfo, ToolRun, ToolRunner
 
 
 class ToolFailed(click.ClickException):
     """The tool ran and failed."""
-
-
-def register(cli: click.Group) -> None:
-    cli.add_user_errors(ToolError, ToolArgsError)  # type: ignore[attr-defined]
-    cli.add_command(tool_group)
 
 
 @click.group("tool")

@@ -1,0 +1,123 @@
+"""The thin client (docs/performance.md): `tark --help` imports click and nothing heavy, and a command that
+only forwards to a running daemon never imports the runtime (wasmtime, httpx, jsonschema, rich, the capability
+modules, the worker pool). Every check runs the real `tark` script in a new interpreter with `-X importtime`
+against a real daemon and reads which modules that process imported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from supervisor.cli.commands import PLUGIN_COMMANDS, TOP_COMMANDS, USER_ERRORS
+from supervisor.cli.lazy import LazyCommand
+from wasm_fixtures import make_guest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TARK_SCRIPT = Path(sys.executable).parent / "tark"
+
+ECHO = r"""
+  (func (export "echo") (param $p i32) (param $l i32) (param $ret i32) (result i32)
+    (memory.copy (local.get $ret) (local.get $p) (local.get $l)) (local.get $l))
+"""
+
+# What no forwarding command may import: the runtime lives in the daemon.
+RUNTIME_MODULES = ("wasmtime", "httpx", "httpcore", "jsonschema", "rich", "zmq", "attrs", "cattrs", "psutil",
+                   "worker", "supervisor.capabilities", "supervisor.supervisor", "supervisor.workers",
+                   "supervisor.host", "supervisor.daemon", "supervisor.control", "supervisor.registry",
+                   "supervisor.consent", "supervisor.modules")
+# `tark --help` imports click and our CLI skeleton only.
+HELP_MODULES = {"supervisor", "supervisor.cli", "supervisor.cli.main", "supervisor.cli.lazy",
+                "supervisor.cli.commands", "policy", "policy.text"}
+
+
+def imported_by(*args: str, check: bool = True) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run the real `tark ARGS` under `-X importtime`; its result and every module it imported."""
+    entry = [str(TARK_SCRIPT)] if TARK_SCRIPT.exists() else ["-m", "supervisor.cli.main"]
+    done = subprocess.run([sys.executable, "-X", "importtime", *entry, *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ), check=False)
+    modules = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines()
+               if line.startswith("import time:") and "|" in line}
+    modules.discard("package")  # the header line
+    if check:
+        assert done.returncode == 0, done.stderr[-2000:]
+    return done, modules
+
+
+def runtime_in(modules: set[str]) -> set[str]:
+    return {m for m in modules if any(m == r or m.startswith(r + ".") for r in RUNTIME_MODULES)}
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, cli, run_tark):
+    make_guest(tmp_path / "src", ECHO, name="thin")
+    assert cli("plugin", "add", "--yes", str(tmp_path / "src")).exit_code == 0
+    started = run_tark("supervisor", "start")
+    assert started.returncode == 0, started.stderr
+    yield
+    run_tark("supervisor", "stop")
+
+
+def test_help_imports_click_and_the_command_table_only():
+    done, modules = imported_by("--help")
+    ours = {m for m in modules if m.split(".")[0] in ("supervisor", "policy", "worker")}
+    assert ours == HELP_MODULES
+    assert not {m for m in modules if m.split(".")[0] in ("msgspec", "attrs", "rich", "wasmtime", "platformdirs")}
+    for entry in TOP_COMMANDS:
+        assert f"  {entry.name} " in done.stdout
+
+
+def test_group_help_lists_its_commands_without_importing_them():
+    done, modules = imported_by("plugin", "--help")
+    ours = {m for m in modules if m.split(".")[0] in ("supervisor", "policy", "worker")}
+    assert ours == HELP_MODULES | {"supervisor.logging_setup"}  # the root group's callback sets up logging
+    for entry in PLUGIN_COMMANDS:
+        assert f"  {entry.name} " in done.stdout
+
+
+def test_a_call_through_the_daemon_imports_none_of_the_runtime(daemon, run_tark):
+    done, modules = imported_by("plugin", "call", "thin", "echo", "hi", "--json")
+    assert json.loads(done.stdout) == {"ret": 2, "output": "hi"}
+    assert runtime_in(modules) == set()
+    workers = json.loads(run_tark("supervisor", "status", "--json").stdout)["workers"]
+    assert [(w["name"], w["calls"]) for w in workers] == [("thin", 1)]  # it was the daemon that ran it
+
+
+def test_a_refused_call_through_the_daemon_is_a_user_error_without_the_runtime(daemon):
+    done, modules = imported_by("plugin", "call", "thin", "no_such_export", check=False)
+    assert done.returncode == 1
+    assert "Error: " in done.stderr and "no_such_export" in done.stderr and "Traceback" not in done.stderr
+    assert runtime_in(modules) == set()
+
+
+def test_without_a_daemon_the_same_command_runs_embedded_with_the_runtime(tmp_path, cli):
+    make_guest(tmp_path / "src", ECHO, name="thin")
+    assert cli("plugin", "add", "--yes", str(tmp_path / "src")).exit_code == 0
+    done, modules = imported_by("plugin", "call", "thin", "echo", "hi", "--json")
+    assert json.loads(done.stdout) == {"ret": 2, "output": "hi"}
+    assert {"wasmtime", "supervisor.supervisor", "supervisor.workers"} <= modules  # the check above can see them
+
+
+@pytest.mark.parametrize("entry,group", [(e, None) for e in TOP_COMMANDS] + [(e, "plugin") for e in PLUGIN_COMMANDS],
+                         ids=lambda v: v.name if isinstance(v, LazyCommand) else str(v))
+def test_each_listed_help_line_is_the_commands_own(entry: LazyCommand, group: str | None):
+    command = entry.load()
+    assert command.name == entry.name
+    for limit in (500,) if command.short_help else (30, 45, 80, 500):  # an explicit short_help is never cut
+        listed = click.Command(entry.name, help=entry.help).get_short_help_str(limit)
+        assert listed == command.get_short_help_str(limit), (
+            f"update the help of '{entry.name}' in supervisor/cli/commands.py to its command's first sentence")
+
+
+def test_every_listed_user_error_is_an_exception_type():
+    import importlib
+
+    for name in USER_ERRORS:
+        module_name, _, attribute = name.partition(":")
+        error = getattr(importlib.import_module(module_name), attribute)
+        assert isinstance(error, type) and issubclass(error, Exception), name
