@@ -29,7 +29,6 @@ import attrs
 from policy.errors import ManifestError
 from policy.manifest import Manifest
 from supervisor.atomic_file import fsync_dir
-from supervisor.capabilities.storage import strip_shipped_data
 from supervisor.install_record import (
     InstallRecord,
     InstallRecordError,
@@ -56,7 +55,6 @@ from supervisor.sources import (
     copy_plugin_tree,
     fetch_git,
 )
-from supervisor.wasm_check import WasmValidationError, sha256_file, validate_wasm
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +202,10 @@ class Registry:
     @contextlib.contextmanager
     def stage(self, source: Source) -> Iterator[StagedPlugin]:
         """Fetch, copy and validate `source` in a private staging directory (no registry lock held)."""
+        # Imported here: reading the registry (every command) must not import wasmtime or the capabilities.
+        from supervisor.capabilities.storage import strip_shipped_data
+        from supervisor.wasm_check import WasmValidationError, sha256_file, validate_wasm
+
         with self._staging_dir() as work:
             commit: str | None = None
             if isinstance(source, GitSource):

@@ -38,7 +38,7 @@ from policy.tools import (
 )
 from supervisor.plugin import InstalledPlugin
 from supervisor.registry import Registry
-from supervisor.supervisor import CallResult
+from supervisor.call_api import CallResult
 
 
 class SupervisorCalls(Protocol):

@@ -5,23 +5,28 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-
-import wasmtime
-from wasmtime import component
+from typing import TYPE_CHECKING
 
 from policy import abi
 
-from worker.protocol import EngineSettings, build_engine_config
+if TYPE_CHECKING:
+    from worker.protocol import EngineSettings
 
 
 class WasmValidationError(Exception):
     """The file is not a wasm module this runtime can load."""
 
 
-def validate_wasm(data: bytes, settings: EngineSettings = EngineSettings()) -> None:
+def validate_wasm(data: bytes, settings: EngineSettings | None = None) -> None:
     """Raise WasmValidationError("WASM validation failed: <reason>") unless `data` is a valid core module or
     component (docs/components.md)."""
-    engine = wasmtime.Engine(build_engine_config(settings))
+    # Imported here: `tark plugin info` hashes files with this module and stays clear of wasmtime.
+    import wasmtime
+    from wasmtime import component
+
+    from worker.protocol import EngineSettings, build_engine_config  # noqa: F811 - the runtime class
+
+    engine = wasmtime.Engine(build_engine_config(settings or EngineSettings()))
     try:
         if abi.wasm_kind(data) == abi.COMPONENT:
             component.Component(engine, data)  # no validate-only entry point for components: compiling checks it

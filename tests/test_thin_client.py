@@ -26,11 +26,14 @@ ECHO = r"""
     (memory.copy (local.get $ret) (local.get $p) (local.get $l)) (local.get $l))
 """
 
-# What no forwarding command may import: the runtime lives in the daemon.
-RUNTIME_MODULES = ("wasmtime", "httpx", "httpcore", "jsonschema", "rich", "zmq", "attrs", "cattrs", "psutil",
-                   "worker", "supervisor.capabilities", "supervisor.supervisor", "supervisor.workers",
-                   "supervisor.host", "supervisor.daemon", "supervisor.control", "supervisor.registry",
-                   "supervisor.consent", "supervisor.modules")
+# What no command that forwards to the daemon, or only reads the registry, may import: the runtime lives in
+# the daemon (or in the embedded transport, which these commands do not reach while a daemon runs).
+RUNTIME_MODULES = ("wasmtime", "httpx", "httpcore", "zmq", "worker", "supervisor.capabilities",
+                   "supervisor.supervisor", "supervisor.workers", "supervisor.host", "supervisor.daemon",
+                   "supervisor.control", "supervisor.modules", "supervisor.consent.live")
+# ... and what `tark plugin call` needs none of either.
+CALL_NEEDS_NONE_OF = ("jsonschema", "rich", "attrs", "cattrs", "psutil", "platformdirs", "supervisor.registry",
+                      "supervisor.consent", "policy.manifest")
 # `tark --help` imports click and our CLI skeleton only.
 HELP_MODULES = {"supervisor", "supervisor.cli", "supervisor.cli.main", "supervisor.cli.lazy",
                 "supervisor.cli.commands", "policy", "policy.text"}
@@ -49,8 +52,9 @@ def imported_by(*args: str, check: bool = True) -> tuple[subprocess.CompletedPro
     return done, modules
 
 
-def runtime_in(modules: set[str]) -> set[str]:
-    return {m for m in modules if any(m == r or m.startswith(r + ".") for r in RUNTIME_MODULES)}
+def among(modules: set[str], names: tuple[str, ...] = RUNTIME_MODULES) -> set[str]:
+    """The modules that are, or are inside, one of `names`."""
+    return {m for m in modules if any(m == n or m.startswith(n + ".") for n in names)}
 
 
 @pytest.fixture
@@ -83,7 +87,8 @@ def test_group_help_lists_its_commands_without_importing_them():
 def test_a_call_through_the_daemon_imports_none_of_the_runtime(daemon, run_tark):
     done, modules = imported_by("plugin", "call", "thin", "echo", "hi", "--json")
     assert json.loads(done.stdout) == {"ret": 2, "output": "hi"}
-    assert runtime_in(modules) == set()
+    assert among(modules) == set()
+    assert among(modules, CALL_NEEDS_NONE_OF) == set()
     workers = json.loads(run_tark("supervisor", "status", "--json").stdout)["workers"]
     assert [(w["name"], w["calls"]) for w in workers] == [("thin", 1)]  # it was the daemon that ran it
 
@@ -92,7 +97,7 @@ def test_a_refused_call_through_the_daemon_is_a_user_error_without_the_runtime(d
     done, modules = imported_by("plugin", "call", "thin", "no_such_export", check=False)
     assert done.returncode == 1
     assert "Error: " in done.stderr and "no_such_export" in done.stderr and "Traceback" not in done.stderr
-    assert runtime_in(modules) == set()
+    assert among(modules) == set()
 
 
 def test_without_a_daemon_the_same_command_runs_embedded_with_the_runtime(tmp_path, cli):
@@ -101,6 +106,37 @@ def test_without_a_daemon_the_same_command_runs_embedded_with_the_runtime(tmp_pa
     done, modules = imported_by("plugin", "call", "thin", "echo", "hi", "--json")
     assert json.loads(done.stdout) == {"ret": 2, "output": "hi"}
     assert {"wasmtime", "supervisor.supervisor", "supervisor.workers"} <= modules  # the check above can see them
+
+
+@pytest.mark.parametrize("args", [
+    ("supervisor", "status", "--json"),
+    ("supervisor", "status"),
+    ("plugin", "status", "--json"),
+    ("plugin", "list", "--json"),
+    ("plugin", "info", "thin", "--json"),
+    ("channel", "status", "--json"),
+], ids=" ".join)
+def test_status_and_read_commands_import_none_of_the_runtime(daemon, args):
+    done, modules = imported_by(*args)
+    assert done.stdout.strip()
+    assert among(modules) == set()
+    if "--json" in args:
+        assert among(modules, ("rich",)) == set()
+
+
+def test_a_tool_run_through_the_daemon_imports_none_of_the_runtime(tmp_path, cli, run_tark):
+    from test_tools import install_examples
+
+    install_examples(cli, tmp_path, "word-tools")
+    assert run_tark("supervisor", "start").returncode == 0
+    try:
+        done, modules = imported_by("tool", "run", "word-tools", "word_count", "--args", '{"text": "a b c"}',
+                                    "--json")
+        assert json.loads(done.stdout)["success"] is True
+        assert among(modules) == set()
+        assert among(modules, ("rich",)) == set()
+    finally:
+        run_tark("supervisor", "stop")
 
 
 @pytest.mark.parametrize("entry,group", [(e, None) for e in TOP_COMMANDS] + [(e, "plugin") for e in PLUGIN_COMMANDS],

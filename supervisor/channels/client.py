@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from supervisor.control import ControlError, DaemonClient, Request
-from supervisor.supervisor import CallRefused
+from supervisor.control_client import ControlError, DaemonClient, Request
+from supervisor.call_api import CallRefused
 
 
 def channel_request(client: DaemonClient, op: str, plugin: str = "", *, poll_ms: int | None = None,

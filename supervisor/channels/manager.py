@@ -20,6 +20,7 @@ import attrs
 
 from supervisor.channel_credentials import CredentialsSource
 from supervisor.channels import operations as ops
+from supervisor.channels.defaults import DEFAULT_POLL_MS
 from supervisor.channels.messages import InboundMessage, WebhookResponse
 from policy.restart import Parked, RestartPolicy, StartAfter, decide, recent
 from supervisor.registry import Registry
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 
 INSTANCE = "channel"
 INBOX_SIZE = 100
-DEFAULT_POLL_MS = 100
 ACTIVE = ("starting", "running", "restarting")
 
 

@@ -23,7 +23,7 @@ from supervisor.channels.messages import (ChannelDataError, InboundMessage, Send
 from supervisor.channel_credentials import CredentialsSource, default_source
 from supervisor.plugin import InstalledPlugin
 from supervisor.registry import Registry
-from supervisor.supervisor import CallResult
+from supervisor.call_api import CallResult
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,13 @@ import socket
 import threading
 import urllib.parse
 
+from supervisor.channels.defaults import DEFAULT_HOST, DEFAULT_PORT
 from supervisor.channels.manager import ChannelManager, ChannelNotServed
 from supervisor.channels.messages import webhook_request_json
 from supervisor.channels.operations import ChannelError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8765  # tark serve's default
 MAX_BODY_BYTES = 1024 * 1024
 MAX_CONCURRENT_REQUESTS = 8  # below the worker's 16 live instances (auth init needs one per request)
 REQUEST_TIMEOUT_S = 10.0

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from supervisor.chat.types import ChatError, excerpt
 from supervisor.plugin import InstalledPlugin
-from supervisor.supervisor import CallResult
+from supervisor.call_api import CallResult
 
 if TYPE_CHECKING:
     from supervisor.cli.connect import SupervisorApi

@@ -12,15 +12,11 @@ from typing import Any
 import click
 
 from supervisor import paths
-from supervisor.channels import operations as ops
 from supervisor.channels.client import channel_request
-from supervisor.channels.manager import DEFAULT_POLL_MS
+from supervisor.channels.defaults import DEFAULT_POLL_MS
 from supervisor.cli.connect import open_supervisor
 from supervisor.cli.output import echo, header, make_console, print_json
-from supervisor.cli.passphrase import cli_source
-from supervisor.control_client import DaemonClient
-from supervisor.daemon import running_client
-from supervisor.registry import Registry
+from supervisor.control_client import DaemonClient, running_client
 
 NO_DAEMON = ("No supervisor daemon is running; channels run in the daemon. Start it with: tark supervisor start"
              " (see tark supervisor start --help for --webhook-port)")
@@ -125,6 +121,10 @@ def status_command(name: str | None, as_json: bool) -> None:
 def send_command(name: str, text: str, conversation_id: str, message_id: str | None, not_final: bool,
                  metadata_json: str, as_json: bool) -> None:
     """Send TEXT to a conversation through channel plugin NAME (final texts over 1800 bytes go in parts)."""
+    from supervisor.channels import operations as ops  # only `send` runs a channel plugin from this process
+    from supervisor.cli.passphrase import cli_source
+    from supervisor.registry import Registry
+
     registry = Registry(paths.plugins_dir())
     with open_supervisor() as supervisor:
         channel = ops.inspect(supervisor, registry, name, cli_source()[0])
@@ -142,6 +142,9 @@ def send_command(name: str, text: str, conversation_id: str, message_id: str | N
 def _credentials_for_daemon(name: str) -> tuple[str, str]:
     """The project directory and, when the channel's credentials file is encrypted, its passphrase (asked here, on
     the user's terminal, and checked before the daemon gets it). The daemon keeps both for the channel's life."""
+    from supervisor.cli.passphrase import cli_source  # the envelope's crypto: only when a channel starts
+    from supervisor.registry import Registry
+
     source, asked = cli_source()
     plugin = Registry(paths.plugins_dir()).get(name)
     if plugin.manifest.plugin.type == "channel" and plugin.manifest.oauth is not None:

@@ -6,7 +6,6 @@ imported only by the helpers that need them (`make_console`, `plugin_json`)."""
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,8 @@ def shown(text: str) -> str:
 
 def make_console() -> Console:
     """A console on the current stdout; plain text (no markup, emoji codes or wrapping) when not a tty."""
+    import shutil
+
     from supervisor.cli.console import SafeConsole
 
     stream = sys.stdout

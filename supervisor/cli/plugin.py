@@ -1,31 +1,30 @@
-"""`tark plugin add|list|info|enable|disable|remove|update`: texts follow tark (tark-core-abi.md §6)."""
+"""`tark plugin add|list|info|enable|disable|remove|update`: texts follow tark (tark-core-abi.md §6).
+
+list and info only read the registry: consent, secrets and the audit trail are imported by the commands that
+change an installation (docs/performance.md, "Thin client")."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import click
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
 from policy.admin_policy import install_refusal
 from policy.grants import Approval, declared_items
 from policy.manifest import Manifest
 from policy.text import escape_control
 from supervisor import paths
-from supervisor.cli import plugin_consent as consent_ui
-from supervisor.consent.live import Consent
-from supervisor.control import DaemonClient
-from supervisor.daemon import running_client
+from supervisor.control_client import DaemonClient, running_client
 from supervisor.cli.output import cut, echo, header, make_console, plugin_json, print_json, status_word, warn
 from supervisor.install_record import InstallRecord
 from supervisor.plugin import InstalledPlugin
 from supervisor.plugin_limits import display_value, limits_for
 from supervisor.registry import Registry, RegistryError, StagedPlugin, UpdateResult
-from supervisor.secrets import SecretStore
 from supervisor.sources import GitSource, LocalSource, parse_source
 from supervisor.wasm_check import sha256_file
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def open_registry() -> Registry:
@@ -56,6 +55,9 @@ def _capability_bullets(manifest: Manifest) -> list[str]:
 @click.option("-y", "--yes", is_flag=True, help="Approve every capability the plugin declares (scripts, CI).")
 def add_command(source: str, ref: str | None, subdir: str | None, force: bool, yes: bool) -> None:
     """Install a plugin from a directory or a git URL, asking to approve each capability it declares."""
+    from supervisor.cli import plugin_consent as consent_ui
+    from supervisor.consent.live import Consent
+
     console = make_console()
     header(console, "=== Installing Plugin ===")
     parsed = parse_source(source, ref=ref, subdir=subdir)
@@ -117,6 +119,9 @@ def list_command(as_json: bool) -> None:
     console = make_console()
     header(console, "=== Installed Plugins ===")
     if listing.plugins:
+        from rich import box
+        from rich.table import Table
+
         table = Table(box=box.ROUNDED, highlight=False)
         for column in ("ID", "Version", "Type", "Status", "Description"):
             table.add_column(column, no_wrap=True)
@@ -244,6 +249,9 @@ def disable_command(plugin_id: str) -> None:
 @click.argument("plugin_id")
 def remove_command(plugin_id: str) -> None:
     """Uninstall a plugin, its data/ directory included."""
+    from supervisor.consent.live import Consent
+    from supervisor.secrets import SecretStore
+
     registry = open_registry()
     console = make_console()
     header(console, "=== Uninstalling Plugin ===")
@@ -263,6 +271,9 @@ def _describe(record: InstallRecord) -> str:
 @click.option("--all", "update_all", is_flag=True, help="Update every installed plugin.")
 def update_command(plugin_id: str | None, update_all: bool) -> None:
     """Re-install a plugin from its recorded source (keeps data/, enabled state and installed_at)."""
+    from supervisor.cli import plugin_consent as consent_ui
+    from supervisor.consent.live import Consent
+
     if plugin_id and update_all:
         raise click.UsageError("Give a plugin ID or --all, not both")
     if not plugin_id and not update_all:

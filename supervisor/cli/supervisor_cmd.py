@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import click
-import psutil
 
 from supervisor import paths
 from supervisor.channels.client import channel_request
-from supervisor.channels.service import WebhookConfig
-from supervisor.channels.webhook import DEFAULT_HOST, DEFAULT_PORT
+from supervisor.channels.defaults import DEFAULT_HOST, DEFAULT_PORT
 from supervisor.cli.output import header, make_console, print_json
-from supervisor.control import socket_path
-from supervisor.daemon import DaemonError, running_client, serve, start_background, stop_running
+from supervisor.control_client import running_client, socket_path
+
+# `status` forwards to a running daemon and stays thin (docs/performance.md): the daemon's own code (and the
+# channel service) is imported by `start` and `stop` only.
 
 
 @click.group("supervisor")
@@ -32,6 +32,9 @@ def supervisor_group() -> None:
 def start_command(foreground: bool, idle_timeout_s: float, webhook_port: int | None, webhook_host: str,
                   metrics_port: int | None) -> None:
     """Start the daemon (it also runs started channels and serves their webhooks)."""
+    from supervisor.channels.service import WebhookConfig
+    from supervisor.daemon import DaemonError, serve, start_background
+
     runtime_dir = paths.runtime_dir()
     webhook = WebhookConfig(webhook_host, DEFAULT_PORT if webhook_port is None else webhook_port,
                             explicit=webhook_port is not None or webhook_host != DEFAULT_HOST)
@@ -54,6 +57,8 @@ def start_command(foreground: bool, idle_timeout_s: float, webhook_port: int | N
 @click.option("--force", is_flag=True, help="Kill the daemon and its workers at once, without a graceful stop.")
 def stop_command(timeout_s: float, force: bool) -> None:
     """Stop the daemon and every worker it runs; returns once they are gone."""
+    from supervisor.daemon import stop_running
+
     stopped = stop_running(paths.runtime_dir(), timeout_s, force=force)
     if stopped is None:
         click.echo("No supervisor daemon is running.")
@@ -103,6 +108,8 @@ def status_command(as_json: bool) -> None:
 
 
 def _with_usage(worker: dict) -> dict:
+    import psutil
+
     worker = dict(worker, rss_mib=None, uss_mib=None, cpu_s=None)
     if worker.get("pid"):
         try:

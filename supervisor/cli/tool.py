@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 
 import click
-from rich import box
-from rich.table import Table
 
 from supervisor import paths
 from supervisor.cli.connect import open_supervisor
@@ -40,6 +38,9 @@ def list_command(as_json: bool) -> None:
     if not discovery.tools:
         console.print("No tools. Tool plugins are installed with: tark plugin add <source>")
         return
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.ROUNDED, highlight=False)
     for column in ("Plugin", "Tool", "Risk", "Parameters", "Description"):
         table.add_column(column, no_wrap=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from supervisor.oauth.errors import OAuthError, quoted
-from supervisor.supervisor import CallRefused, CallResult
+from supervisor.call_api import CallRefused, CallResult
 
 PROVIDER_STATUS = {0: "not required", 1: "authenticated", 2: "not authenticated", 3: "expired"}
 LEGACY_STATUS = {0: "not authenticated", 1: "authenticated", 2: "expired"}
