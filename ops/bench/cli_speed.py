@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -57,25 +58,33 @@ sys.stdout.write(memory.read(store, result, result + length).decode())
 """
 
 
-def _run(argv: list[str], env: dict[str, str], expect: str | None = None) -> float:
+def _run(argv: list[str], env: dict[str, str], expect: str | None = None) -> tuple[float, float]:
+    """Wall-clock and CPU (user + system) seconds of one run of `argv` as a new process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, cwd=ROOT)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0 or (expect is not None and done.stdout.strip() != expect):
         raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stdout[-300:]} {done.stderr[-1000:]}")
-    return elapsed
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def _medians(rounds: int, commands: dict[str, Callable[[], float]]) -> dict[str, float]:
-    samples: dict[str, list[float]] = {name: [] for name in commands}
+def _medians(rounds: int, commands: dict[str, Callable[[], tuple[float, float]]]) -> dict[str, float]:
+    """Median wall-clock ms of each command as `name`, and its median CPU ms as `name cpu`."""
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for _ in range(rounds):
         for name, command in commands.items():
             samples[name].append(command())
-    return {name: statistics.median(values) * 1000 for name, values in samples.items()}
+    medians = {}
+    for name, values in samples.items():
+        medians[name] = statistics.median(wall for wall, _ in values) * 1000
+        medians[f"{name} cpu"] = statistics.median(cpu for _, cpu in values) * 1000
+    return medians
 
 
 def figures(rounds: int) -> dict[str, float]:
-    """Median milliseconds of each command, by name."""
+    """Median milliseconds of each command by name (wall clock), and `<name> cpu` (its own CPU time)."""
     import wasmtime
 
     with tempfile.TemporaryDirectory(prefix="tark-bench-") as scratch_name, \
@@ -112,11 +121,15 @@ def measure(quick: bool) -> list:
 
     ms = figures(3 if quick else 15)
     host = "compile-per-call host: new process, import wasmtime, compile, call"
+    cpu_note = "CPU time (user + system) of the command's own process: steadier than wall clock on a busy machine"
     return [
         Result("warm `tark plugin call` through the daemon", ms["daemon"], "ms", host, ms["host"], target_ratio=0.6,
                note="wall clock of a new process, medians over interleaved rounds"),
+        Result("warm `tark plugin call` through the daemon, CPU", ms["daemon cpu"], "ms", host + ", CPU",
+               ms["host cpu"], note=cpu_note + " (the daemon's share, ~1-3 ms, is not in it)"),
         Result("`tark --help`", ms["help"], "ms", "`python -c pass` (same interpreter and site)", ms["pass"],
                target_ratio=3.0),
+        Result("`tark --help`, CPU", ms["help cpu"], "ms", "`python -c pass`, CPU", ms["pass cpu"], note=cpu_note),
         Result("`tark plugin call`, no daemon (embedded supervisor)", ms["embedded"], "ms", host, ms["host"],
                note="context: starts the runtime and a worker in the command's own process"),
     ]
@@ -126,7 +139,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     ms = figures(parser.parse_args().rounds)
-    rows = [("warm tark plugin call (daemon)", "daemon", "host", 0.6), ("tark --help", "help", "pass", 3.0),
+    rows = [("warm tark plugin call (daemon)", "daemon", "host", 0.6),
+            ("  the same, CPU time", "daemon cpu", "host cpu", None),
+            ("tark --help", "help", "pass", 3.0),
+            ("  the same, CPU time", "help cpu", "pass cpu", None),
             ("tark plugin call, embedded", "embedded", "host", None)]
     print(f"{'figure':34} {'ms':>8} {'baseline ms':>12} {'ratio':>7}  target")
     for label, value, baseline, target in rows:
