@@ -53,7 +53,7 @@ def run_topic(topic: str, quick: bool) -> TopicRun:
         results = list(module.measure(quick))
         if not results:
             raise RuntimeError("measured nothing")
-    except Exception:  # noqa: BLE001 - one broken topic must not hide the others' figures
+    except (Exception, SystemExit):  # noqa: BLE001 - one broken topic must not hide the others' figures
         return TopicRun(topic, [], time.perf_counter() - started, traceback.format_exc(limit=8))
     return TopicRun(topic, results, time.perf_counter() - started)
 
