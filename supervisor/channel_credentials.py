@@ -156,7 +156,13 @@ def save(plugin: InstalledPlugin, scope: Scope, project: Path, plaintext: str, p
         return save_credentials(plugin, text)
     path = project_credentials_path(project, plugin.name)
     for directory in (project / PROJECT_DIR, path.parent.parent, path.parent):
+        # a checked-out repository may ship `.tark/...` as a symlink elsewhere: never write through one
+        if directory.is_symlink():
+            raise CredentialsError(f"{directory} is a symbolic link; credentials are not written through it "
+                                   "(remove it, or use --scope global)")
         directory.mkdir(mode=0o700, exist_ok=True)
+        if not directory.is_dir() or directory.is_symlink():
+            raise CredentialsError(f"{directory} is not a directory")
     write_atomically(path, text.encode("utf-8"))
     return path
 

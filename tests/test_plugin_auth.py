@@ -493,3 +493,28 @@ def test_oauth_tokens_are_stored_with_the_settings_and_reach_the_plugin(cli, pro
     assert stored["tokens"] == issued and isinstance(expires_at, int | float)
     assert list(stored) == ["config", "tokens"]
     assert send(cli) == reference_open(path.read_text(), PASS)
+
+
+def test_a_symlinked_project_tree_is_never_written_through_or_read(cli, installed: Path, project: Path,
+                                                                   tmp_path: Path) -> None:
+    """A checked-out repository ships `.tark/plugins/<id>` as a symlink to another directory, or `oauth.json` as a
+    symlink to a private file: tark plugin auth does not write there, and channels do not read the target."""
+    elsewhere = tmp_path / "victim"
+    elsewhere.mkdir()
+    (elsewhere / "oauth.json").write_text("victim's file")
+    (project / ".tark" / "plugins").mkdir(parents=True)
+    (project / ".tark" / "plugins" / NAME).symlink_to(elsewhere)
+    done = cli("plugin", "auth", NAME, "--scope", "project", "--set", "api_key=k", "--no-oauth", "--replace")
+    assert done.exit_code == 1
+    assert f"{project / '.tark' / 'plugins' / NAME} is a symbolic link" in done.output
+    assert [p.name for p in elsewhere.iterdir()] == ["oauth.json"]
+    assert (elsewhere / "oauth.json").read_text() == "victim's file"
+
+    (project / ".tark" / "plugins" / NAME).unlink()
+    secret = tmp_path / "private.json"
+    secret.write_text('{"config":{"api_key":"someone else\'s"}}')
+    installed.parent.mkdir()
+    installed.symlink_to(secret)
+    done = cli("channel", "send", NAME, "hi", "--conversation", "c1")
+    assert done.exit_code == 1
+    assert f"cannot read credentials {installed}" in done.output
