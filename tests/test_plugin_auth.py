@@ -518,3 +518,46 @@ def test_a_symlinked_project_tree_is_never_written_through_or_read(cli, installe
     done = cli("channel", "send", NAME, "hi", "--conversation", "c1")
     assert done.exit_code == 1
     assert f"cannot read credentials {installed}" in done.output
+
+
+def test_discords_oauth_flow_uses_the_application_id_and_client_secret(cli, project: Path, tmp_path: Path,
+                                                                        tark_argv) -> None:
+    """tark: the Application ID is the OAuth client id (the manifest's `${DISCORD_CLIENT_ID}` may stay unset) and
+    the Client Secret goes to the token request only; neither secret is stored."""
+    source = tmp_path / "discord-src"
+    make_guest(source, DISCORD_PROBE, name="discord", type="channel", capabilities="storage = true")
+    with OAuthServer() as server:
+        with open(source / "plugin.toml", "a") as manifest:
+            manifest.write(f'[oauth]\nflow = "pkce"\nauth_url = "{server.url}/authorize"\n'
+                           f'token_url = "{server.url}/token"\nclient_id = "${{DISCORD_CLIENT_ID}}"\n'
+                           f'scopes = ["bot"]\nredirect_uri = "http://127.0.0.1:{free_port()}/callback"\n')
+        assert cli("plugin", "add", "--yes", str(source)).exit_code == 0
+        process = subprocess.Popen([*tark_argv, "plugin", "auth", "discord", "--stdin", "--oauth", "--no-browser",
+                                    "--timeout", "30", "--json"], cwd=project, text=True, stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+        try:
+            assert process.stdin is not None and process.stderr is not None
+            process.stdin.write(json.dumps({"application_id": CLIENT_ID, "public_key": "pk",
+                                            "client_secret": "cs-1"}))
+            process.stdin.close()
+            for line in process.stderr:  # with --json, progress goes to stderr
+                if line.startswith(f"{server.url}/authorize?"):
+                    assert httpx.get(line.strip(), follow_redirects=True, timeout=30).status_code == 200
+                    break
+            assert process.stdout is not None
+            out, err = process.stdout.read(), process.stderr.read()
+            process.wait(60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 0, err
+        (authorize,) = server.requests_to("/authorize")
+        (token,) = server.requests_to("/token")
+        (issued,) = server.issued
+    assert authorize.params["client_id"] == CLIENT_ID and token.params["client_secret"] == "cs-1"
+    document = json.loads(out)
+    assert (document["oauth"], document["settings"]) == (True, ["application_id", "public_key"])
+    stored = json.loads(reference_open(Path(document["path"]).read_text(), PASS))
+    assert stored["config"] == {"application_id": CLIENT_ID, "public_key": "pk"}
+    assert stored["tokens"]["access_token"] == issued["access_token"]
+    assert "cs-1" not in json.dumps(stored)

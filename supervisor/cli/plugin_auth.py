@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import attrs
 import click
@@ -30,8 +30,7 @@ from supervisor.cli.passphrase import new_passphrase, on_terminal
 from supervisor.control_client import ControlError
 from supervisor.credentials import CredentialsError
 from supervisor.oauth.errors import OAuthError
-from supervisor.oauth.flow import FlowOptions, obtain_credentials_text, resolved_config
-from supervisor.oauth.targets import AuthTarget
+from supervisor.oauth.flow import FlowOptions, obtain_credentials_text
 from supervisor.plugin import InstalledPlugin
 from supervisor.registry import Registry
 from supervisor.call_api import CallRefused
@@ -86,7 +85,7 @@ def plugin_auth_command(plugin_id: str, scope: str | None, assignments: tuple[st
     check_given(settings, given)
     values = _settings_values(plugin, settings, given, interactive, say)
     if run_oauth is None:
-        run_oauth = not settings or (interactive and _ask_yes_no(flow_label(plugin.manifest), say))
+        run_oauth = not settings or (interactive and _ask_yes_no(flow_label(plugin.manifest)))
 
     passphrase = new_passphrase(path)
     _check_replaceable(path, passphrase, replace)
@@ -114,7 +113,7 @@ def _ask_scope(say: Callable[[str], None]) -> str:
     return "project" if choice.strip() == "2" else "global"
 
 
-def _ask_yes_no(label: str, say: Callable[[str], None]) -> bool:
+def _ask_yes_no(label: str) -> bool:
     answer = click.prompt(f"{label} [y/N]", default="", show_default=False, prompt_suffix=": ", err=True)
     return answer.strip().lower() in ("y", "yes")
 
@@ -194,10 +193,14 @@ def _check_replaceable(path: Path, passphrase: str, replace: bool) -> None:
 
 def _oauth(plugin: InstalledPlugin, values: dict[str, str], say: Callable[[str], None], no_browser: bool,
            timeout_s: float | None) -> str:
-    config = resolved_config(AuthTarget(plugin, plugin.name, plugin.name), os.environ)
+    assert plugin.manifest.oauth is not None
+    config = plugin.manifest.oauth.expanded(os.environ)
     if plugin.name == DISCORD:  # tark: the application id is the OAuth client id, the client secret its secret
         config = attrs.evolve(config, client_id=values.get("application_id") or config.client_id,
                               client_secret=values.get(CLIENT_SECRET) or config.client_secret)
+    unresolved = config.unresolved_fields()
+    if unresolved:
+        raise PluginAuthError(f"OAuth config has unresolved environment placeholders: {', '.join(unresolved)}")
     options = FlowOptions(open_browser=browser_opener(no_browser), timeout_s=timeout_s)
     say(f"Authenticating with {plugin.name}...")
     try:
@@ -218,7 +221,7 @@ def _auth_init(name: str, plaintext: str, saved: Path) -> bool:
         raise PluginAuthError(f"Saved credentials to {saved}, but they could not be handed to the plugin: {exc}") \
             from None
     if result.error is not None:
-        problem: Any = f"{AUTH_INIT} failed ({result.error_kind}): {result.error}"
+        problem = f"{AUTH_INIT} failed ({result.error_kind}): {result.error}"
     elif result.ret is None or result.ret < 0:
         problem = f"Function {AUTH_INIT} failed with error code: {result.ret}"
     else:
