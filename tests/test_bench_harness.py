@@ -17,9 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_a_result_passes_only_when_every_target_it_has_is_met():
     slow = Result("call", 30.0, "ms", "floor", 10.0, target_ratio=2.0)
     assert slow.ratio == 3.0 and slow.verdict == "miss" and slow.target == "<= 2x"
+    assert slow.shortfall == "ratio 3.00x vs <= 2x: 50% over"
     assert Result("call", 15.0, "ms", "floor", 10.0, target_ratio=2.0).verdict == "pass"
     both = Result("start", 12.0, "ms", "bare child", 10.0, target_ratio=2.0, target_value=10.0)
     assert both.verdict == "miss" and both.target == "<= 2x, <= 10 ms"
+    assert both.shortfall == "value 12 ms vs <= 10 ms: 20% over"  # what misses, and by how much
     faster = Result("calls", 300.0, "calls/s", "one plugin", 100.0, target_ratio=2.0, higher_is_better=True)
     assert faster.verdict == "pass" and faster.target == ">= 2x"
     assert Result("context", 1.0, "ms", "x", 2.0).verdict == "-"

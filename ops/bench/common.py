@@ -59,6 +59,21 @@ class Result:
             parts.append(f"{sign} {self.target_value:g} {self.unit}")
         return ", ".join(parts) or "-"
 
+    @property
+    def shortfall(self) -> str:
+        """By how much a missed target is missed ("" when met or without target), e.g. "ratio 1.60x vs <= 1.2x:
+        33% over"."""
+        parts = []
+        for label, actual, target in (("ratio", self.ratio, self.target_ratio), ("value", self.value, self.target_value)):
+            if target is None or self._meets(actual, target) or not target:
+                continue
+            off = abs(actual / target - 1) * 100
+            shown = f"{actual:.2f}x" if label == "ratio" else f"{actual:.3g} {self.unit}"
+            parts.append(f"{label} {shown} vs {'>=' if self.higher_is_better else '<='} {target:g}"
+                         f"{'x' if label == 'ratio' else ' ' + self.unit}: {off:.0f}% "
+                         f"{'under' if self.higher_is_better else 'over'}")
+        return "; ".join(parts)
+
     def _meets(self, actual: float, target: float) -> bool:
         return actual >= target if self.higher_is_better else actual <= target
 

@@ -146,7 +146,12 @@ def markdown(runs: list[TopicRun], described: dict[str, str], quick: bool, secon
     out += [f"- run took: {seconds:.0f} s", "", "## Results", "",
             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows(runs)]
-    notes = [(run.topic, r) for run in runs for r in run.results if r.note]
+    missed = [(run.topic, r) for run in runs for r in run.results if r.verdict == "miss"]
+    if missed:
+        out += ["", "## Missed targets", ""] + [f"- **{topic} / {r.name}**: {r.shortfall}." + (f" {r.note}" if r.note
+                                                                                             else "")
+                                                 for topic, r in missed]
+    notes = [(run.topic, r) for run in runs for r in run.results if r.note and r.verdict != "miss"]
     if notes:
         out += ["", "## Notes", ""] + [f"- **{topic} / {r.name}** ({r.verdict}): {r.note}" for topic, r in notes]
     failed = [run for run in runs if run.error]
