@@ -17,7 +17,14 @@ def report(spec: bytes) -> None:
         json.dump({"modules": sorted(sys.modules), "pid": os.getpid(), "sid": os.getsid(0), "pgid": os.getpgid(0),
                    "ppid": os.getppid(), "fds": fds, "environ": dict(os.environ),
                    "dumpable": ctypes.CDLL(None).prctl(3, 0, 0, 0, 0),
-                   "main_script": getattr(sys.modules["__main__"], "__file__", None)}, file)  # PR_GET_DUMPABLE
+                   "main_script": getattr(sys.modules["__main__"], "__file__", None),
+                   "seccomp_compiled": _seccomp_compiled()}, file)
+
+
+def _seccomp_compiled() -> bool:
+    """Whether the fork server handed down the compiled seccomp program (looked up, not imported)."""
+    seccomp = sys.modules.get("worker.lockdown.seccomp")
+    return seccomp is not None and seccomp.compiled.cache_info().currsize == 1  # PR_GET_DUMPABLE
 
 
 def linger(spec: bytes) -> None:

@@ -40,11 +40,14 @@ def test_a_worker_gets_only_worker_code_stdio_a_session_of_its_own_and_a_scrubbe
     modules = seen["modules"]
     assert {"wasmtime", "zmq", "worker.main", "worker.engine", "worker.channel"} <= set(modules)
     # Nothing of the supervisor's side: its code, its libraries, the test runner, the script that started it.
-    supervisor_side = ("supervisor", "policy", "ops", "pytest", "_pytest", "wasm_fixtures", "test_forkserver",
+    supervisor_side = ("supervisor", "ops", "pytest", "_pytest", "wasm_fixtures", "test_forkserver",
                        "jsonschema", "httpx", "httpcore", "click", "rich", "cattrs", "platformdirs", "websockets",
                        "prometheus_client", "multiprocess", "sqlite3", "hypothesis", "argon2", "cryptography")
     assert [m for m in modules if m.split(".")[0] in supervisor_side] == []
     assert "__mp_main__" not in modules and seen["main_script"] is None  # no script re-run in the fork server
+    # Work done once in the fork server instead of in every worker (docs/performance.md, "Worker start").
+    assert {"encodings.utf_16", "encodings.utf_32", "encodings.latin_1"} <= set(modules)
+    assert seen["seccomp_compiled"]
     assert seen["sid"] == seen["pgid"] == seen["pid"]  # no terminal, no Ctrl-C from the supervisor's group
     assert seen["ppid"] == server.pid
     assert seen["dumpable"] == 0  # as the fork server it inherited this from: no ptrace by other same-uid processes
