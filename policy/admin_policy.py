@@ -10,7 +10,8 @@ Sections:
              bounds what any plugin may get of that kind; an absent list bounds nothing (except: shell needs
              `allow.shell = true` only when approvals are admin-only). fs_read entries here are also the only
              way to open paths under /proc, /sys and /dev.
-  [limits]   default values of policy.limits.Limits fields; [limits.plugins.NAME] per-plugin overrides.
+  [limits]   default values of policy.limits.Limits fields; [limits.plugins.NAME] per-plugin overrides;
+             max_workers and min_available_memory_mib bound the whole supervisor (policy/capacity.py).
   [install]  approvals = "user" | "admin-only"; local = bool; git_hosts = [...]; [install.pinned] NAME = sha256.
   [lockdown] require = ["seccomp", "landlock", "netns", "uid"]: worker layers that must be active.
 """
@@ -40,6 +41,7 @@ MAX_POLICY_BYTES = 256 * 1024
 _PLUGIN_NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _LIMIT_NAMES = frozenset(f.name for f in attrs.fields(Limits))
+SUPERVISOR_LIMITS = ("max_workers", "min_available_memory_mib")  # [limits] keys for the whole supervisor
 
 
 class AdminPolicyError(PolicyError):
@@ -87,6 +89,8 @@ class AdminPolicy:
     limit_plugins: Mapping[str, Mapping[str, float]] = attrs.field(factory=dict)
     install: InstallRules = InstallRules()
     required_layers: tuple[str, ...] = ()
+    max_workers: int | None = None  # workers running at once (policy/capacity.py)
+    min_available_memory_mib: float | None = None  # memory a worker start must leave available
 
     @property
     def present(self) -> bool:
@@ -114,7 +118,15 @@ def parse_admin_policy(text: str | bytes, source: str = "policy.toml") -> AdminP
     for section in _SECTIONS:
         if section in raw and not isinstance(raw[section], dict):
             raise AdminPolicyError(source, section, "must be a table ([" + section + "])")
-    defaults, per_plugin = _limits(raw.get("limits", {}), source)
+    limits = dict(raw.get("limits", {}))
+    supervisor_wide = {name: limits.pop(name) for name in SUPERVISOR_LIMITS if name in limits}
+    defaults, per_plugin = _limits(limits, source)
+    if "max_workers" in supervisor_wide and (isinstance(supervisor_wide["max_workers"], bool) or not isinstance(
+            supervisor_wide["max_workers"], int) or supervisor_wide["max_workers"] < 1):
+        raise AdminPolicyError(source, "limits.max_workers",
+                               f"must be a whole number of at least 1, got {supervisor_wide['max_workers']!r}")
+    _limit_values({k: v for k, v in supervisor_wide.items() if k != "max_workers"}, source, "limits.",
+                  names=frozenset(SUPERVISOR_LIMITS))
     return AdminPolicy(
         source=source,
         deny=_rules(raw.get("deny", {}), "deny", source),
@@ -123,6 +135,8 @@ def parse_admin_policy(text: str | bytes, source: str = "policy.toml") -> AdminP
         limit_plugins=per_plugin,
         install=_install(raw.get("install", {}), source),
         required_layers=_lockdown(raw.get("lockdown", {}), source),
+        max_workers=supervisor_wide.get("max_workers"),
+        min_available_memory_mib=supervisor_wide.get("min_available_memory_mib"),
     )
 
 
@@ -170,10 +184,13 @@ def _rules(table: Mapping[str, Any], section: str, source: str) -> CapabilityRul
     )
 
 
-def _limit_values(table: Mapping[str, Any], source: str, prefix: str) -> dict[str, float]:
+def _limit_values(table: Mapping[str, Any], source: str, prefix: str,
+                  names: frozenset[str] = _LIMIT_NAMES) -> dict[str, float]:
     values: dict[str, float] = {}
     for name, value in table.items():
-        if name not in _LIMIT_NAMES:
+        if name in SUPERVISOR_LIMITS and names is _LIMIT_NAMES:
+            raise AdminPolicyError(source, prefix + name, "bounds the whole supervisor: set it in [limits] itself")
+        if name not in names:
             raise AdminPolicyError(source, prefix + name, "not a limit name (see `tark plugin info` for the list)")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise AdminPolicyError(source, prefix + name, f"must be a positive number, got {value!r}")
