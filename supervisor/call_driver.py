@@ -95,6 +95,16 @@ class Pending:
         return reply
 
 
+def _wake(worker: Worker) -> Wake:
+    """Made at the worker's first waiting host call (HTTP, websocket): a worker that never makes one, like most
+    idle plugins, costs the supervisor one descriptor less (docs/limits.md, "Many plugins")."""
+    if worker.wake is None:
+        worker.wake = Wake()
+        assert worker.poller is not None
+        worker.poller.register(worker.wake.fd, zmq.POLLIN)  # the list drive() polls: seen from the next poll
+    return worker.wake
+
+
 class Wake:
     """An eventfd a host call's done callback signals (from the event loop thread); safe against a late signal
     after the worker is gone (the fd number could be reused)."""
@@ -155,7 +165,7 @@ class CallDriver:
         if set_call is not None:
             set_call(deadline)
         begin = getattr(host, "begin", None)
-        socket, items, wake = worker.socket, poller.sockets, worker.wake
+        socket, items = worker.socket, poller.sockets
         send = self._sender(worker, invoke)
         try:
             send(invoke)
@@ -187,7 +197,8 @@ class CallDriver:
                     if len(events) == 1:
                         continue
                 ready = {item for item, _ in events}
-                if wake.fd in ready:
+                wake = worker.wake
+                if wake is not None and wake.fd in ready:
                     wake.drain()
                     if pending is not None and pending.future.done():
                         done, pending = pending, None
@@ -224,11 +235,9 @@ class CallDriver:
     def _poller(self, worker: Worker) -> zmq.Poller:
         poller = worker.poller
         if poller is None:
-            worker.wake = Wake()
             poller = worker.poller = zmq.Poller()
             poller.register(worker.socket, zmq.POLLIN)  # first: drive() relies on it
             poller.register(worker.process.sentinel, zmq.POLLIN)
-            poller.register(worker.wake.fd, zmq.POLLIN)
             poller.register(self._interrupt_fd, zmq.POLLIN)
         return poller
 
@@ -266,7 +275,7 @@ class CallDriver:
         """Answer a quick host request now, or start a waiting one and return it (answered when it is done)."""
         future = begin(message) if begin is not None else None
         if future is not None:
-            wake = worker.wake
+            wake = _wake(worker)
             future.add_done_callback(lambda _f: wake.signal())
             return Pending(future, message)
         try:

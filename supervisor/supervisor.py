@@ -17,6 +17,7 @@ from policy.abi import ExportShapeError, export_shape, resolve_export
 from policy.admin_policy import AdminPolicyError
 from policy.limits import ArgumentTooLarge, Limits, ResolvedLimits, check_call_args
 from supervisor import paths, plugin_limits
+from supervisor.admission import Admission
 from supervisor.hardening import make_non_dumpable
 from supervisor.consent.live import Consent, PinMismatch
 from supervisor.credentials import CredentialsError, credentials_path
@@ -71,6 +72,7 @@ class Supervisor:
             security_events=self.security_events,
             pinned_wasm=self.consent.approved_wasm_sha256,
             required_layers=self._required_layers,
+            admission=Admission(self.consent.policy).refusal,
         )
 
     def _required_layers(self, _plugin: InstalledPlugin) -> tuple[str, ...]:

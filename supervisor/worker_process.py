@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import resource
 import secrets
 import signal
 import threading
@@ -169,6 +170,9 @@ class WorkerStarter:
         self._pids: set[int] = set()  # every worker process started and not yet reaped (see process_ids)
         self._warned: set[str] = set()  # sandbox warnings already logged
         self.context = zmq.Context()
+        # One socket per worker: ZeroMQ's default cap of 1023 sockets would fail the 1024th worker; descriptors
+        # are the real bound, checked before each start (supervisor/admission.py).
+        self.context.set(zmq.MAX_SOCKETS, max(1023, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
         self.fork_server = forkserver.ForkServer()
 
     def process_ids(self) -> set[int]:

@@ -4,8 +4,10 @@
 (supervisor/worker_process.py, after the backoff of the pool's RestartPolicy), and drives the call on it
 (supervisor/call_driver.py). A dead worker fails its call at once and is replaced on the next call; too many
 crashes in the policy's period park the plugin (calls fail at once) until `reset(name)`. Idle workers are
-stopped after `idle_timeout_s`, and watched meanwhile for messages they should not send. `status` reports every
-slot.
+stopped after `idle_timeout_s`, and watched meanwhile for messages they should not send. Before a start,
+`admission` says whether one more worker fits (descriptors, memory, the admin policy's max_workers); if not, workers
+idle for at least `pressure_idle_s` are stopped, least recently used first, and when none is left the call fails with NO_CAPACITY while every
+running worker goes on (docs/limits.md, "Many plugins"). `status` reports every slot.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+import logging
+
 import attrs
 
 from policy.restart import Parked, RestartPolicy, StartAfter, decide, recent
 from supervisor.call_driver import Call, CallDriver
+from supervisor.admission import Admission
 from supervisor.call_stats import PluginStats
 from supervisor.modules import ModuleCache
 from supervisor.plugin import InstalledPlugin
@@ -46,6 +51,10 @@ from supervisor.worker_process import (  # noqa: F401 - the pool's public names 
 from worker import protocol
 from worker.main import run
 
+log = logging.getLogger(__name__)
+
+NO_CAPACITY = "no_capacity"  # a new worker would not fit; nothing idle was left to stop
+PRESSURE_IDLE_S = 10.0
 DEFAULT_CALL_TIMEOUT_S = 120.0
 IDLE_WATCH_S = 1.0  # how often idle workers are checked for messages they should not send
 
@@ -132,12 +141,22 @@ class WorkerPool:
         pinned_wasm: Callable[[InstalledPlugin], str | None] = lambda plugin: None,
         required_layers: Callable[[InstalledPlugin], Iterable[str]] = lambda plugin: (),
         worker_uids: range | None = None,
+        admission: Callable[[int], str | None] | None = None,
+        pressure_idle_s: float = PRESSURE_IDLE_S,
     ) -> None:
         """`pinned_wasm(plugin)` is the approved sha256 of its wasm (supervisor/consent): the bytes compiled for a
         worker must have it, so a file swapped after the supervisor's pin check is never run.
         `required_layers`: sandbox layers a plugin's worker must report, else it is not used (the admin policy's
         [lockdown] require). `worker_uids`: the uids workers drop to, one per running worker; by default
-        DEFAULT_WORKER_UIDS when the supervisor runs as root, else none (docs/security.md, "Own uid")."""
+        DEFAULT_WORKER_UIDS when the supervisor runs as root, else none (docs/security.md, "Own uid").
+        `admission(running)`: why one more worker may not start while `running` run, or None (default: the
+        descriptor and memory checks of supervisor/admission.py without an admin policy). `pressure_idle_s`: how
+        long a worker must have been idle to be stopped to make room for another (none is stopped to start one that
+        would then be stopped in turn: a plugin used a moment ago is likely used again)."""
+        self._pressure_idle_s = pressure_idle_s
+        self._admission = admission or Admission().refusal
+        self._admit_lock = threading.Lock()
+        self._starting = 0  # starts admitted and not finished (they count as running)
         self._host_factory = host_factory
         self._idle_timeout_s = idle_timeout_s
         self._call_timeout_s = call_timeout_s
@@ -331,11 +350,47 @@ class WorkerPool:
             self._await_restart(slot, call)
             if slot.crashed:
                 slot.restarts += 1
-            worker = self._starter.start(plugin, self._limits(plugin), self._host_factory, call)
+            self._admit(slot)
+            try:
+                worker = self._starter.start(plugin, self._limits(plugin), self._host_factory, call)
+            finally:
+                with self._admit_lock:
+                    self._starting -= 1
             worker.stats = slot.stats
             slot.worker = worker
             slot.crashed = False
         return worker
+
+    def _admit(self, slot: _Slot) -> None:
+        """Make sure one more worker fits, stopping idle ones (least recently used first) while it does not; the
+        caller holds `slot.lock` and must decrement `_starting` once its start is over."""
+        with self._admit_lock:
+            while True:
+                with self._slots_lock:
+                    others = [s for s in self._slots.values() if s.worker is not None and s is not slot]
+                why = self._admission(len(others) + self._starting)
+                if why is None:
+                    self._starting += 1
+                    return
+                idle_since = time.monotonic() - self._pressure_idle_s
+                candidates = sorted((s for s in others if s.last_used <= idle_since), key=lambda s: s.last_used)
+                if not self._stop_least_recently_used(candidates, why):
+                    raise Fail(NO_CAPACITY, f"cannot start a worker for plugin '{slot.name}': {why}", kill=False)
+
+    def _stop_least_recently_used(self, candidates: list[_Slot], why: str) -> bool:
+        for victim in candidates:
+            if not victim.lock.acquire(blocking=False):
+                continue  # in a call: not idle
+            try:
+                if victim.worker is None:
+                    continue
+                log.info("stopping the idle worker of plugin '%s' (least recently used) to make room: %s",
+                         victim.name, why)
+                self._stop_worker(victim)
+                return True
+            finally:
+                victim.lock.release()
+        return False
 
     def _record_crash(self, slot: _Slot, message: str) -> None:
         now = time.monotonic()
