@@ -139,7 +139,10 @@ class ComponentRuntime(GuestRuntime):
         store = wasmtime.Store(self._engine)
         self._current_store = store
         store.set_limits(memory_size=self._spec.memory_limit_bytes)
-        store.set_wasi(wasmtime.WasiConfig())
+        wasi = wasmtime.WasiConfig()  # grants nothing; only what the guest prints is kept, as for core modules
+        wasi.stdout_custom = lambda data: self._guest_output("stdout", data)
+        wasi.stderr_custom = lambda data: self._guest_output("stderr", data)
+        store.set_wasi(wasi)
         self._arm(store)
         try:
             instance = self._linker.instantiate(store, self._component)
