@@ -52,6 +52,32 @@ STATUS_ONLY = frozenset(
     }
 )
 
+# How many string arguments each core export the host knows takes (tark-core-abi.md §3, docs/tool-hook-abi.md,
+# docs/components.md). With STATUS_ONLY this gives every export's core signature: the one table all callers use.
+STRING_ARGS: dict[str, int] = {
+    "display_name": 0, "get_endpoint": 0, "get_token": 0, "status": 0, "logout": 0, "init_with_credentials": 1,
+    "provider_info": 0, "provider_models": 0, "provider_chat": 2, "provider_auth_credentials": 0,
+    "provider_auth_init": 1, "provider_auth_status": 0, "provider_auth_logout": 0, "auth_process_tokens": 1,
+    "channel_info": 0, "channel_start": 0, "channel_stop": 0, "channel_poll": 0, "channel_widget_state": 0,
+    "channel_handle_webhook": 1, "channel_handle_gateway_event": 1, "channel_send": 1, "channel_auth_init": 1,
+    "channel_auth_status": 0, "channel_auth_logout": 0,
+    "tool_get_tools": 0, "tool_get_risk_level": 1, "tool_execute": 2,
+    "hook_on_tool_execute": 2, "hook_on_tool_complete": 2, "hook_on_error": 1,
+    "auth_start_device_flow": 0, "auth_poll": 1,  # components only (auth-plugin's device flow)
+}
+
+Signature = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+def core_signature(export: str) -> Signature:
+    """(params, results) of a known core export: an i32 pair per string argument, a result pointer unless the
+    export returns a bare status, and one i32 result."""
+    params = ("i32",) * (2 * STRING_ARGS[export] + (export not in STATUS_ONLY))
+    return params, ("i32",)
+
+
+CORE_SIGNATURES: dict[str, Signature] = {export: core_signature(export) for export in STRING_ARGS}
+
 
 class ExportShapeError(Exception):
     """An export whose signature does not fit the string-argument calling convention."""
@@ -124,9 +150,8 @@ class Export:
         return None if self.core in STATUS_ONLY else RESULT_CAPACITY.get(self.core, DEFAULT_RESULT_CAPACITY)
 
     @property
-    def core_signature(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        params = ("i32",) * (2 * len(self.args) + (self.result_capacity is not None))
-        return params, ("i32",)
+    def core_signature(self) -> Signature:
+        return CORE_SIGNATURES[self.core]
 
 
 _S = ("string",)
@@ -154,6 +179,7 @@ EXPORTS: tuple[Export, ...] = (
     Export("channel_send", "channel-plugin", "send", _S, "text_or_error"),
 )
 EXPORTS_BY_CORE: dict[str, Export] = {e.core: e for e in EXPORTS}
+assert all(STRING_ARGS[e.core] == len(e.args) for e in EXPORTS), "the table disagrees with STRING_ARGS"
 EXPORTS_BY_WIT: dict[str, Export] = {e.wit_name: e for e in EXPORTS}
 # tark's status codes of the core ABI for the WIT enums (tark-core-abi.md §3.2 legacy auth numbering; tool §2.2)
 AUTH_STATUS_CODES = {"not-authenticated": 0, "authenticated": 1, "expired": 2}
@@ -180,7 +206,7 @@ def resolve_export(name: str) -> Export | None:
     return EXPORTS_BY_WIT.get(f"{interface}#{function}")
 
 
-def component_core_exports(functions: dict[str, set[str]]) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+def component_core_exports(functions: dict[str, set[str]]) -> dict[str, Signature]:
     """The core exports a component stands for: `functions` maps each exported interface (full name) to its
     function names; each table entry it has becomes its core export with the core signature."""
     found = {}

@@ -58,6 +58,17 @@ def test_the_kind_is_read_from_the_preamble(examples) -> None:
     assert abi.wasm_kind(b"\x7fELF\x02\x01\x01\x00") is None
 
 
+def test_one_table_gives_the_signature_of_every_export_in_both_abis() -> None:
+    for export, (params, results) in abi.CORE_SIGNATURES.items():
+        shape = abi.export_shape(export, params, results)  # what `plugin call` derives from a module's signature
+        assert shape.string_args == abi.STRING_ARGS[export]
+        assert (shape.result_capacity is None) == (export in abi.STATUS_ONLY)
+    for entry in abi.EXPORTS:
+        assert abi.resolve_export(entry.core) is abi.resolve_export(entry.wit_name) is entry
+        assert abi.resolve_export(f"{abi.interface_name(entry.interface)}#{entry.function}") is entry
+    assert abi.resolve_export("tool-plugin#nope") is None and abi.resolve_export("tark:other/tool-plugin@0.1.0#execute") is None
+
+
 def test_a_component_has_the_core_exports_of_its_wit_functions(examples, pool_and_hosts) -> None:
     _, _, cache = pool_and_hosts
     core = cache.exports(examples["echo-provider"].wasm_path)

@@ -17,6 +17,7 @@ from typing import Iterator, Protocol
 
 import attrs
 
+from policy.abi import CORE_SIGNATURES
 from supervisor.channels.messages import (ChannelDataError, InboundMessage, SendResult, WebhookResponse,
                                           parse_channel_info, parse_inbound, parse_send_result,
                                           parse_webhook_response, send_request_json, split_text)
@@ -29,15 +30,11 @@ log = logging.getLogger(__name__)
 
 FRESH = "fresh"
 CALL_TIMEOUT_S = 30.0
-_STRING_IN_RESULT_OUT = (["i32", "i32", "i32"], ["i32"])
+# as the supervisor's `exports` reports them (lists): policy/abi.py's signatures
 SIGNATURES: dict[str, tuple[list[str], list[str]]] = {
-    "channel_info": (["i32"], ["i32"]),
-    "channel_start": ([], ["i32"]),
-    "channel_stop": ([], ["i32"]),
-    "channel_auth_init": (["i32", "i32"], ["i32"]),
-    "channel_poll": (["i32"], ["i32"]),
-    "channel_handle_webhook": _STRING_IN_RESULT_OUT,
-    "channel_send": _STRING_IN_RESULT_OUT,
+    name: (list(CORE_SIGNATURES[name][0]), list(CORE_SIGNATURES[name][1]))
+    for name in ("channel_info", "channel_start", "channel_stop", "channel_auth_init", "channel_poll",
+                 "channel_handle_webhook", "channel_send")
 }
 
 

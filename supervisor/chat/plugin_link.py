@@ -13,6 +13,7 @@ import json
 import secrets
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from policy.abi import CORE_SIGNATURES, Signature
 from supervisor.chat.types import ChatError, excerpt
 from supervisor.plugin import InstalledPlugin
 from supervisor.call_api import CallResult
@@ -23,13 +24,9 @@ if TYPE_CHECKING:
 FRESH = "fresh"
 AUTH_INIT = "provider_auth_init"
 
-Signature = tuple[tuple[str, ...], tuple[str, ...]]
 SIGNATURES: dict[str, Signature] = {
-    "provider_info": (("i32",), ("i32",)),
-    "provider_models": (("i32",), ("i32",)),
-    "provider_auth_credentials": (("i32",), ("i32",)),
-    "provider_auth_init": (("i32", "i32"), ("i32",)),
-    "provider_chat": (("i32",) * 5, ("i32",)),
+    name: CORE_SIGNATURES[name]
+    for name in ("provider_info", "provider_models", "provider_auth_credentials", "provider_auth_init", "provider_chat")
 }
 
 # tark's message on a negative return (ABI §2); the plugin's {"error": ...} diagnostics are appended
