@@ -217,3 +217,22 @@ def test_a_long_lived_instance_that_traps_is_replaced_by_a_fresh_one(pool, hosti
     again = named("x")  # the poisoned Store was dropped with its instance; this one is new
     assert again.ok, again.error_message
     assert json.loads(again.output)["text"] == "fine"
+
+
+def test_a_component_importing_what_the_host_does_not_offer_never_starts(pool, tmp_path: Path) -> None:
+    wit = tmp_path / "shell.wit"
+    wit.write_text("package tark:plugin@0.1.0;\n"
+                   "interface shell { run: func(cmd: string) -> string; }\n"
+                   "interface provider-plugin { name: func() -> string; }\n"
+                   "world w { import shell; export provider-plugin; }\n")
+    core = """(module (import "tark:plugin/shell@0.1.0" "run" (func (param i32 i32 i32)))
+      (memory (export "memory") 1)
+      (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 64))
+      (func (export "tark:plugin/provider-plugin@0.1.0#name") (result i32) (i32.const 16)))"""
+    from component_fixtures import BUILD
+    import wasmtime
+    plugin = make_guest(tmp_path / "shell", name="shell",
+                        wasm=BUILD.component_from_core(bytes(wasmtime.wat2wasm(core)), "w", wit))
+    outcome = pool.call(plugin, "provider_info", [], 8192)
+    assert outcome.error_kind in ("instantiate", "start_failed")
+    assert "tark:plugin/shell@0.1.0" in outcome.error_message
