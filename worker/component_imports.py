@@ -85,10 +85,7 @@ class _Forwarder:
     # storage ------------------------------------------------------------------------------------------------
 
     def storage_get(self, key: str) -> str | None:
-        reply = self._ask(lambda h: P.StorageGet(h, key))
-        if reply is None or reply.code <= 0:
-            return None
-        return reply.data.decode("utf-8")
+        return _text_or_none(self._ask(lambda h: P.StorageGet(h, key)))
 
     def storage_set(self, key: str, value: str) -> str | None:
         return _unit(self._ask(lambda h: P.StorageSet(h, key, value)), "storage.set")
@@ -98,7 +95,7 @@ class _Forwarder:
 
     def storage_list_keys(self) -> list[str]:
         reply = self._ask(lambda h: P.StorageListKeys(h))
-        if reply is None or reply.code <= 0:
+        if reply is None or reply.code < 0 or not reply.data:
             return []
         keys = json.loads(reply.data)
         return [k for k in keys if isinstance(k, str)]
@@ -143,10 +140,7 @@ class _Forwarder:
     # env, fs, log -------------------------------------------------------------------------------------------
 
     def env_get(self, name: str) -> str | None:
-        reply = self._ask(lambda h: P.EnvGet(h, name))
-        if reply is None or reply.code <= 0:
-            return None
-        return reply.data.decode("utf-8")
+        return _text_or_none(self._ask(lambda h: P.EnvGet(h, name)))
 
     def fs_read(self, path: str) -> Variant:
         reply = self._ask(lambda h: P.FsRead(h, path))
@@ -162,6 +156,14 @@ class _Forwarder:
 
     def _logger(self, level: str) -> Callable[[str], None]:
         return lambda message: self._bridge.log(level, message)
+
+
+def _text_or_none(reply: protocol.HostReply | None) -> str | None:
+    """`option<string>` from a reply as the core ABI reads it: a negative code or no bytes is none (the core
+    ABI cannot tell an absent value from an empty one either)."""
+    if reply is None or reply.code < 0 or not reply.data:
+        return None
+    return reply.data.decode("utf-8")
 
 
 def _pairs(headers: list[tuple[str, str]]) -> str:

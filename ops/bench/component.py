@@ -1,8 +1,9 @@
 """Component plugins against core modules (docs/components.md): the same work through both ABIs, same run.
 
-- host call: an export making N `storage.get` calls through the broker to the real PluginHost, minus the same
-  export making none, per call: the WIT import (wasmtime-py lifts and lowers the values, worker/component_imports.py)
-  against the core ABI's raw import (worker/abi.py);
+- host call: an export making N `storage.get` calls through the broker, minus the same export making none, per
+  call: the WIT import (wasmtime-py lifts and lowers the values, worker/component_imports.py) against the core
+  ABI's raw import (worker/abi.py); once answered by a minimal host (a fixed 64-byte value: the ABI's own cost),
+  once by the real PluginHost (SQLite and the audit record included);
 - export call: the export making no host call (argument and result conversion, worker/component_values.py);
 - cold start: the first call of a plugin whose worker is not running, compiled module in the cache.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 import wasmtime
 
 from ops.bench.common import Result, alternate, median, scratch, write_plugin
+from ops.bench.roundtrip import EnvHost
 from supervisor.host import PluginHost
 from supervisor.modules import ModuleCache
 from supervisor.plugin import InstalledPlugin, load_plugin_dir
@@ -60,50 +62,61 @@ def _component_wasm() -> bytes:
     return build.component_from_core(bytes(wasmtime.wat2wasm(COMPONENT)), "hook-world")
 
 
+def _figures(pool: WorkerPool, plugins: dict[str, InstalledPlugin], host_calls: int,
+             rounds: int) -> tuple[list[float], list[float], list[float], list[float], list[float], list[float]]:
+    def call(plugin: InstalledPlugin, n: int) -> float:
+        started = time.perf_counter()
+        pool.call(plugin, "hook_on_error", [b"x" * n], None).raise_for_error()
+        return time.perf_counter() - started
+
+    def per_host_call(abi: str) -> list[float]:
+        plugin = plugins[abi]
+        empty = median([call(plugin, 0) for _ in range(5)])
+        full = median([call(plugin, host_calls) for _ in range(3)])
+        return [(full - empty) / host_calls]
+
+    def export_only(abi: str) -> list[float]:
+        return [median([call(plugins[abi], 0) for _ in range(10)])]
+
+    def cold(abi: str) -> list[float]:
+        pool.stop(plugins[abi].name)
+        return [call(plugins[abi], 0)]
+
+    for abi in plugins:
+        call(plugins[abi], 1)  # worker up, module compiled and cached
+    core_host, comp_host = alternate(rounds, lambda: per_host_call("core"), lambda: per_host_call("component"))
+    core_call, comp_call = alternate(rounds, lambda: export_only("core"), lambda: export_only("component"))
+    core_cold, comp_cold = alternate(rounds, lambda: cold("core"), lambda: cold("component"))
+    return core_host, comp_host, core_call, comp_call, core_cold, comp_cold
+
+
 def measure(quick: bool) -> list[Result]:
     host_calls = 20 if quick else 200
     rounds = 3 if quick else 15
+    storage = "[capabilities]\nstorage = true\n"
     with scratch() as tmp:
         plugins = {
             "core": load_plugin_dir(write_plugin(tmp / "core", "bench-core", bytes(wasmtime.wat2wasm(CORE)),
-                                                 plugin_type="hook", extra_toml="[capabilities]\nstorage = true\n")),
+                                                 plugin_type="hook", extra_toml=storage)),
             "component": load_plugin_dir(write_plugin(tmp / "comp", "bench-comp", _component_wasm(),
-                                                      plugin_type="hook",
-                                                      extra_toml="[capabilities]\nstorage = true\n")),
+                                                      plugin_type="hook", extra_toml=storage)),
         }
-        runtime = tmp / "run"
-        runtime.mkdir(mode=0o700)
-        with WorkerPool(runtime, ModuleCache(tmp / "cache"),
+        (tmp / "run").mkdir(mode=0o700)
+        with WorkerPool(tmp / "run", ModuleCache(tmp / "cache"), lambda plugin: EnvHost()) as pool:
+            bare_core, bare_comp, *_ = _figures(pool, plugins, host_calls, rounds)
+        (tmp / "run2").mkdir(mode=0o700)
+        with WorkerPool(tmp / "run2", ModuleCache(tmp / "cache"),
                         lambda plugin: PluginHost(plugin, home=str(tmp), audit_path=tmp / "audit.db")) as pool:
-            def call(plugin: InstalledPlugin, n: int) -> float:
-                started = time.perf_counter()
-                pool.call(plugin, "hook_on_error", [b"x" * n], None).raise_for_error()
-                return time.perf_counter() - started
-
-            def per_host_call(abi: str) -> list[float]:
-                plugin = plugins[abi]
-                empty = median([call(plugin, 0) for _ in range(5)])
-                full = median([call(plugin, host_calls) for _ in range(3)])
-                return [(full - empty) / host_calls]
-
-            def export_only(abi: str) -> list[float]:
-                return [median([call(plugins[abi], 0) for _ in range(10)])]
-
-            def cold(abi: str) -> list[float]:
-                pool.stop(plugins[abi].name)
-                return [call(plugins[abi], 0)]
-
-            for abi in plugins:
-                call(plugins[abi], 1)  # worker up, module compiled and cached
-            core_host, comp_host = alternate(rounds, lambda: per_host_call("core"), lambda: per_host_call("component"))
-            core_call, comp_call = alternate(rounds, lambda: export_only("core"), lambda: export_only("component"))
-            core_cold, comp_cold = alternate(rounds, lambda: cold("core"), lambda: cold("component"))
+            core_host, comp_host, core_call, comp_call, core_cold, comp_cold = _figures(pool, plugins, host_calls,
+                                                                                         rounds)
     us = lambda samples: median(samples) * 1e6  # noqa: E731
     ms = lambda samples: median(samples) * 1e3  # noqa: E731
+    how = f"(export with {host_calls} host calls - export with none) / {host_calls}, median of {rounds}"
     return [
-        Result("component host call (WIT storage.get -> broker -> PluginHost -> back)", us(comp_host), "µs",
-               "core-ABI host call, same request", us(core_host),
-               note=f"(export with {host_calls} host calls - export with none) / {host_calls}, median of {rounds}"),
+        Result("component host call, minimal host (WIT storage.get -> broker -> 64-byte answer -> guest)",
+               us(bare_comp), "µs", "core-ABI host call, same host", us(bare_core), note=how),
+        Result("component host call, real PluginHost (SQLite read and audit record)", us(comp_host), "µs",
+               "core-ABI host call, same request", us(core_host), note=how),
         Result("component export call, no host call (Invoke -> WIT call -> InvokeResult)", us(comp_call), "µs",
                "core-ABI export call", us(core_call), note="whole pool.call round trip, fresh Store per call"),
         Result("component cold start + first call (compiled module cached)", ms(comp_cold), "ms",
