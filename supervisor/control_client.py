@@ -33,7 +33,9 @@ class Hello(msgspec.Struct, forbid_unknown_fields=True):
     token: bytes
 
 
-class Request(msgspec.Struct, forbid_unknown_fields=True):
+class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    # omit_defaults: a field a command does not use is not sent, so a daemon started before a field was added
+    # still understands every request that does not need it.
     op: str  # "ping" | "call" | "exports" | "end_instance" | "reset" | "stop_worker" | "status" | "shutdown" | channel ops | "channel_*"
     plugin: str = ""
     export: str = ""
@@ -169,7 +171,7 @@ class DaemonClient:
         return reply.status or []
 
     def ping(self) -> int:
-        return self.request(Request(op="ping")).pid
+        return self._checked(Request(op="ping")).pid
 
     def shutdown(self) -> None:
         self.request(Request(op="shutdown"))

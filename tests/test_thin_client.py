@@ -139,6 +139,20 @@ def test_a_tool_run_through_the_daemon_imports_none_of_the_runtime(tmp_path, cli
         run_tark("supervisor", "stop")
 
 
+def test_a_chat_with_an_adapter_provider_through_the_daemon_imports_none_of_the_runtime(tmp_path, cli, run_tark):
+    from test_tools import install_examples
+
+    install_examples(cli, tmp_path, "echo-provider")
+    assert run_tark("supervisor", "start").returncode == 0
+    try:
+        done, modules = imported_by("chat", "--provider", "echo-provider", "--json", "hello")
+        assert json.loads(done.stdout)["text"] == "hello"
+        assert among(modules) == set()  # httpx and the network guard are auth-only mode's, imported for it alone
+        assert among(modules, ("rich",)) == set()
+    finally:
+        run_tark("supervisor", "stop")
+
+
 @pytest.mark.parametrize("entry,group", [(e, None) for e in TOP_COMMANDS] + [(e, "plugin") for e in PLUGIN_COMMANDS],
                          ids=lambda v: v.name if isinstance(v, LazyCommand) else str(v))
 def test_each_listed_help_line_is_the_commands_own(entry: LazyCommand, group: str | None):

@@ -25,9 +25,9 @@ from supervisor.capabilities.netguard import literal_hosts
 from supervisor.chat import cloud_code_assist, openai_compat, responses_api
 from supervisor.chat.model_http import ModelApiLimits, ModelHttp, StatusMessage, llm_error, request_headers
 from supervisor.chat.plugin_link import PluginLink
+from supervisor.chat.provider import CREDENTIALS_EXPORT
 from supervisor.chat.types import ChatError, ChatReply, Message, OnText, Usage, excerpt, json_kind
 
-CREDENTIALS_EXPORT = "provider_auth_credentials"
 OPENAI_COMPAT = "openai_compat"
 CLOUD_CODE_ASSIST = "cloud_code_assist"
 DEFAULT_MODELS = {OPENAI_COMPAT: "gpt-4", CLOUD_CODE_ASSIST: cloud_code_assist.DEFAULT_MODEL}

@@ -28,17 +28,9 @@ import httpx
 from supervisor.capabilities.http import InvalidHeader, validate_header_pairs
 from supervisor.capabilities.netguard import checked_transport
 from supervisor.chat.sse import SseDecoder, SseError
-from supervisor.chat.types import ChatError, excerpt, json_kind
+from supervisor.chat.types import ChatError, ModelApiLimits, excerpt, json_kind  # noqa: F401 - ModelApiLimits re-exported
 
 StatusMessage = Callable[[int, str], str]
-
-
-@attrs.frozen
-class ModelApiLimits:
-    connect_timeout_s: float = 10.0
-    total_timeout_s: float = 120.0
-    max_response_bytes: int = 8 * 1024 * 1024
-    max_line_bytes: int = 1024 * 1024
 
 
 def status_text(status: int) -> str:

@@ -1,5 +1,8 @@
 """Opening the chat provider of a selected plugin: auth-only mode when it exports `provider_auth_credentials`
-(exact type), else the adapter (ABI §3.1 "Selection" steps 2-3)."""
+(exact type), else the adapter (ABI §3.1 "Selection" steps 2-3).
+
+Auth-only mode (httpx, the network guard) is imported only when a plugin uses it: an adapter provider's chat
+through the daemon stays a thin client (docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -7,15 +10,15 @@ import contextlib
 from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 from supervisor.chat.adapter import AdapterProvider
-from supervisor.chat.auth_only import CREDENTIALS_EXPORT, AuthOnlyProvider
-from supervisor.chat.model_http import ModelApiLimits
 from supervisor.chat.plugin_link import PluginLink
-from supervisor.chat.types import ChatError, ChatReply, Message, OnText
+from supervisor.chat.types import ChatError, ChatReply, Message, ModelApiLimits, OnText
 from supervisor.credentials import load_credentials
 from supervisor.plugin import InstalledPlugin
 
 if TYPE_CHECKING:
     from supervisor.cli.connect import SupervisorApi
+
+CREDENTIALS_EXPORT = "provider_auth_credentials"
 
 
 class ChatProvider(Protocol):
@@ -39,6 +42,8 @@ def open_provider(api: "SupervisorApi", plugin: InstalledPlugin, *, warn: Callab
     link = PluginLink(api, plugin, load_credentials, timeout_s=timeout_s)
     provider: ChatProvider
     if link.has(CREDENTIALS_EXPORT):
+        from supervisor.chat.auth_only import AuthOnlyProvider
+
         try:
             provider = AuthOnlyProvider(link, limits)
         except ChatError as exc:

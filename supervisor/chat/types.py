@@ -16,6 +16,16 @@ class ChatError(Exception):
 
 
 @attrs.frozen
+class ModelApiLimits:
+    """Bounds of an auth-only provider's model API requests (supervisor/chat/model_http.py)."""
+
+    connect_timeout_s: float = 10.0
+    total_timeout_s: float = 120.0
+    max_response_bytes: int = 8 * 1024 * 1024
+    max_line_bytes: int = 1024 * 1024
+
+
+@attrs.frozen
 class Message:
     role: str = attrs.field(validator=attrs.validators.in_(ROLES))
     content: str

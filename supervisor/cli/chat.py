@@ -10,11 +10,10 @@ import attrs
 import click
 
 from supervisor import paths
-from supervisor.chat.model_http import ModelApiLimits
 from supervisor.chat.provider import ChatProvider, open_provider
 from supervisor.chat.selection import providers_line, select_provider
 from supervisor.chat.session import Conversation
-from supervisor.chat.types import ChatError, ChatReply
+from supervisor.chat.types import ChatError, ChatReply, ModelApiLimits
 from supervisor.cli.connect import open_supervisor
 from supervisor.cli.output import echo, echo_json_line, warn
 from supervisor.credentials import CredentialsError
