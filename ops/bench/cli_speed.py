@@ -7,7 +7,8 @@ Figures (medians of wall-clock time of a new process, rounds interleaved so the 
     compile-per-call in-process host: a new Python process that imports wasmtime, compiles the same module,
     instantiates it and calls the same export with tark's alloc convention (target <= 0.6x);
   - `tark --help` against `python -c pass` with the same interpreter and site-packages (target <= 3x);
-  - for context, the same `tark plugin call` with no daemon (the supervisor embedded: a worker started per call).
+  - for context, the CPU time of `python -c "import click"` (the floor of any click CLI), and the same
+    `tark plugin call` with no daemon (the supervisor embedded: a worker started per call).
 ops/bench/report.py (the one report command) calls `measure(quick)`; docs/performance.md has the numbers.
 """
 
@@ -104,6 +105,7 @@ def figures(rounds: int) -> dict[str, float]:
             "host": lambda: _run([PYTHON, str(scratch / "host.py"), str(plugin / "plugin.wasm"), "hi"], env, "hi"),
             "help": lambda: _run([TARK, "--help"], env),
             "pass": lambda: _run([PYTHON, "-c", "pass"], env),
+            "click": lambda: _run([PYTHON, "-c", "import click"], env),
         }
         embedded = _medians(max(1, rounds // 3), {"embedded": lambda: _run(call, env, "hi")})
         _run([TARK, "supervisor", "start"], env)
@@ -130,6 +132,8 @@ def measure(quick: bool) -> list:
         Result("`tark --help`", ms["help"], "ms", "`python -c pass` (same interpreter and site)", ms["pass"],
                target_ratio=3.0),
         Result("`tark --help`, CPU", ms["help cpu"], "ms", "`python -c pass`, CPU", ms["pass cpu"], note=cpu_note),
+        Result("floor: `python -c 'import click'`, CPU", ms["click cpu"], "ms", host + ", CPU", ms["host cpu"],
+               note="context: what any click CLI costs before it does anything; the call target is below it"),
         Result("`tark plugin call`, no daemon (embedded supervisor)", ms["embedded"], "ms", host, ms["host"],
                note="context: starts the runtime and a worker in the command's own process"),
     ]
@@ -143,6 +147,7 @@ def main() -> None:
             ("  the same, CPU time", "daemon cpu", "host cpu", None),
             ("tark --help", "help", "pass", 3.0),
             ("  the same, CPU time", "help cpu", "pass cpu", None),
+            ("floor: python -c 'import click', CPU", "click cpu", "host cpu", None),
             ("tark plugin call, embedded", "embedded", "host", None)]
     print(f"{'figure':34} {'ms':>8} {'baseline ms':>12} {'ratio':>7}  target")
     for label, value, baseline, target in rows:
