@@ -30,6 +30,7 @@ from supervisor.modules import ModuleCompileError
 from supervisor.plugin import PluginLoadError
 from supervisor.registry import RegistryError
 from supervisor.supervisor import CallRefused, Supervisor
+from supervisor.worker_usage import WorkerUsage
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +90,13 @@ def serve(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0,
         log.info("open files limit raised from %d to %d", files.before, files.soft)
     with Supervisor(runtime_dir=runtime_dir, idle_timeout_s=idle_timeout_s) as supervisor, \
             ChannelService(supervisor, supervisor.registry, webhook) as channels:
+        usage = WorkerUsage()
 
         def handle(request: Request, connection_fd: int) -> Reply:
             if request.op == "ping":
                 return Reply(ok=True, pid=os.getpid())
             if request.op == "status":
-                return Reply(ok=True, pid=os.getpid(), status=supervisor.status())
+                return Reply(ok=True, pid=os.getpid(), status=usage.annotate(supervisor.status()))
             if request.op == "shutdown":
                 stop.set()
                 return Reply(ok=True, pid=os.getpid())

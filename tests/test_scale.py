@@ -10,12 +10,14 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
+import attrs
 import psutil
 import pytest
 
 from policy.admin_policy import parse_admin_policy
 from supervisor.admission import Admission
 from supervisor.control import DaemonClient
+from supervisor.worker_usage import WorkerUsage
 from supervisor.workers import NO_CAPACITY
 from wasm_fixtures import make_guest
 
@@ -141,3 +143,38 @@ def test_a_worker_that_would_leave_too_little_memory_is_refused_naming_memory(tm
     assert refused.error_kind == NO_CAPACITY
     assert refused.error_message.startswith("cannot start a worker for plugin 'tiny-0': memory: ")
     assert "MiB stay reserved ([limits] min_available_memory_mib in test-policy.toml)" in refused.error_message
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("[limits]\nmax_workers = 0", "limits.max_workers: must be a whole number of at least 1, got 0"),
+    ("[limits]\nmax_workers = 2.5", "limits.max_workers: must be a whole number of at least 1, got 2.5"),
+    ("[limits]\nmin_available_memory_mib = -1", "limits.min_available_memory_mib: must be a positive number, got -1"),
+    ("[limits.plugins.echo]\nmax_workers = 2", "limits.plugins.echo.max_workers: bounds the whole supervisor: set it "
+                                               "in [limits] itself"),
+])
+def test_supervisor_wide_limits_in_the_admin_policy_are_checked(text: str, problem: str) -> None:
+    from policy.admin_policy import AdminPolicyError
+
+    with pytest.raises(AdminPolicyError) as refused:
+        parse_admin_policy(text, "policy.toml")
+    assert str(refused.value) == f"policy.toml: {problem}"
+    policy = parse_admin_policy("[limits]\nmax_workers = 3\nmin_available_memory_mib = 64\ncall_timeout_s = 5")
+    assert (policy.max_workers, policy.min_available_memory_mib, policy.limit_defaults) == (3, 64, {"call_timeout_s": 5})
+
+
+def test_status_reads_each_workers_memory_and_cpu_as_the_kernel_reports_them(tmp_path: Path, make_pool) -> None:
+    plugins = _tiny_plugins(tmp_path, 3)
+    pool = make_pool()
+    pids = [pool.call(plugin, "ping", [], None).raise_for_error().worker_pid for plugin in plugins]
+    usage = WorkerUsage()
+    for _ in range(2):  # the second time the USS comes from the daemon's cache: no call ran meanwhile
+        workers = usage.annotate([attrs.asdict(s) for s in pool.status()])
+        for worker, pid in zip(workers, pids):
+            memory = psutil.Process(pid).memory_full_info()
+            assert worker["pid"] == pid
+            assert abs(worker["uss_mib"] - memory.uss / 2**20) < 0.5
+            assert abs(worker["rss_mib"] - memory.rss / 2**20) < 0.5
+            assert 0 <= worker["cpu_s"] < 5
+    pool.stop(plugins[0].name)
+    (stopped, *_) = usage.annotate([attrs.asdict(s) for s in pool.status()])
+    assert (stopped["pid"], stopped["uss_mib"], stopped["rss_mib"], stopped["cpu_s"]) == (None, None, None, None)

@@ -108,6 +108,8 @@ def status_command(as_json: bool) -> None:
 
 
 def _with_usage(worker: dict) -> dict:
+    if "uss_mib" in worker:  # measured by the daemon (supervisor/worker_usage.py)
+        return worker
     import psutil
 
     worker = dict(worker, rss_mib=None, uss_mib=None, cpu_s=None)
