@@ -119,7 +119,7 @@ def test_hello_auth_provides_openai_compatible_credentials(examples, pool_and_ho
     assert pool.call(plugin, "status", [], None).ret == 0
     credentials = ok_json(pool.call(plugin, "provider_auth_credentials", [], CAP_INFO))
     assert credentials["access_token"] == "env-token" and credentials["api_mode"] == "openai_compat"
-    assert credentials["endpoint"] == "https://api.example.com/v1"
+    assert credentials["endpoint"] == "https://api.example.com/v1/chat/completions"  # posted to as given
     assert pool.call(plugin, "init_with_credentials", [b"stored-token"], None).ret == 0
     assert pool.call(plugin, "status", [], None).ret == 1
     assert pool.call(plugin, "get_token", [], 4096).output == b"stored-token"
