@@ -236,3 +236,39 @@ def test_a_component_importing_what_the_host_does_not_offer_never_starts(pool, t
     outcome = pool.call(plugin, "provider_info", [], 8192)
     assert outcome.error_kind in ("instantiate", "start_failed")
     assert "tark:plugin/shell@0.1.0" in outcome.error_message
+
+
+def test_wasi_p2_gives_a_component_no_environment_and_no_arguments(pool, tmp_path: Path) -> None:
+    wit = tmp_path / "wasi.wit"
+    wit.write_text("package tark:plugin@0.1.0;\n"
+                   "interface provider-plugin { name: func() -> string; }\n"
+                   "world w { import wasi:cli/environment@0.2.0; export provider-plugin; }\n"
+                   "package wasi:cli@0.2.0 { interface environment {\n"
+                   "  get-environment: func() -> list<tuple<string, string>>;\n"
+                   "  get-arguments: func() -> list<string>;\n} }\n")
+    # name(): "clean" if the environment and the arguments are both empty, else "leak"
+    core = """(module
+      (import "wasi:cli/environment@0.2.0" "get-environment" (func $env (param i32)))
+      (import "wasi:cli/environment@0.2.0" "get-arguments" (func $args (param i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "clean")
+      (data (i32.const 32) "leak")
+      (global $heap (mut i32) (i32.const 4096))
+      (func (export "cabi_realloc") (param i32 i32 i32) (param $n i32) (result i32)
+        (global.get $heap)
+        (global.set $heap (i32.and (i32.add (i32.add (global.get $heap) (local.get $n)) (i32.const 7)) (i32.const -8))))
+      (func (export "tark:plugin/provider-plugin@0.1.0#name") (result i32)
+        (call $env (i32.const 256))
+        (call $args (i32.const 264))
+        (i32.store (i32.const 512) (i32.const 32))
+        (i32.store (i32.const 516) (i32.const 4))
+        (if (i32.eqz (i32.or (i32.load (i32.const 260)) (i32.load (i32.const 268))))
+          (then (i32.store (i32.const 512) (i32.const 16)) (i32.store (i32.const 516) (i32.const 5))))
+        (i32.const 512)))"""
+    from component_fixtures import BUILD
+    import wasmtime
+    plugin = make_guest(tmp_path / "wasi", name="wasi",
+                        wasm=BUILD.component_from_core(bytes(wasmtime.wat2wasm(core)), "w", wit))
+    outcome = pool.call(plugin, "provider_info", [], 8192)
+    assert outcome.ok, outcome.error_message
+    assert json.loads(outcome.output)["id"] == "clean"
