@@ -167,6 +167,16 @@ def save(plugin: InstalledPlugin, scope: Scope, project: Path, plaintext: str, p
     return path
 
 
+def delete_project_credentials(plugin: InstalledPlugin, project: Path) -> Path | None:
+    """Remove `<project>/.tark/plugins/<id>/oauth.json` (the link itself if it is one); None when absent."""
+    path = project_credentials_path(project, plugin.name)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return None
+    return path
+
+
 @attrs.frozen
 class StoredState:
     """What `tark auth status` says of a channel's credentials, without opening them (no passphrase needed)."""

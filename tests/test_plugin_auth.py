@@ -561,3 +561,15 @@ def test_discords_oauth_flow_uses_the_application_id_and_client_secret(cli, proj
     assert stored["config"] == {"application_id": CLIENT_ID, "public_key": "pk"}
     assert stored["tokens"]["access_token"] == issued["access_token"]
     assert "cs-1" not in json.dumps(stored)
+
+
+def test_logout_of_a_channel_removes_this_projects_file_and_the_global_one(cli, installed: Path) -> None:
+    assert cli("plugin", "auth", NAME, "--set", "api_key=g", "--no-oauth").exit_code == 0
+    assert cli("plugin", "auth", NAME, "--scope", "project", "--set", "api_key=p", "--no-oauth").exit_code == 0
+    global_path = Path(os.environ["TARK_CONFIG_DIR"]) / f"{NAME}_oauth.json"
+    done = cli("auth", "logout", NAME)
+    assert done.exit_code == 0, done.output
+    assert done.output == (f"✅ Cleared {NAME} OAuth credentials\n   Deleted: {global_path}\n"
+                           f"   Deleted: {installed}\n")
+    assert not global_path.exists() and not installed.exists()
+    assert cli("channel", "send", NAME, "hi", "--conversation", "c1").exit_code == 1  # nothing left to hand over

@@ -224,9 +224,15 @@ def logout_command(name: str) -> None:
     target = find_target(Registry(paths.plugins_dir()), name, need_oauth=False)
     with open_supervisor() as supervisor:
         result = logout(target.plugin, supervisor)
-    if result.deleted is not None:
+    deleted = [result.deleted] if result.deleted is not None else []
+    if target.plugin.manifest.plugin.type == "channel":  # this directory's project file too (docs/channels.md)
+        from supervisor.channel_credentials import delete_project_credentials
+
+        deleted += [p for p in [delete_project_credentials(target.plugin, Path.cwd())] if p is not None]
+    if deleted:
         echo(f"✅ Cleared {target.display_name} OAuth credentials")
-        echo(f"   Deleted: {result.deleted}")
+        for path in deleted:
+            echo(f"   Deleted: {path}")
     else:
         echo(f"No credentials found for {target.display_name}")
     if result.plugin_problem is not None:
