@@ -14,6 +14,8 @@ from zmq.utils.monitor import recv_monitor_message
 
 from worker import protocol
 
+# pyzmq's Cython send, without the Python wrapper of zmq.Socket.send (keyword handling for draft sockets).
+_zmq_send = zmq.backend.Socket.send
 _LIVENESS_CHECK_MS = 1000
 _CLOSE_LINGER_MS = 200  # long enough to flush a last StartFailed/InvokeResult, short if nobody listens
 
@@ -65,7 +67,7 @@ class SupervisorLink:
     def send_frame(self, frame: bytes) -> None:
         """Send one already encoded message (the host-call hot path encodes once to check its size)."""
         try:
-            self._socket.send(frame)
+            _zmq_send(self._socket, frame)
         except zmq.ZMQError as exc:
             raise SupervisorLost(f"cannot send to supervisor: {exc}") from None
 

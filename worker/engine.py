@@ -369,22 +369,23 @@ class GuestRuntime:
     def request(self, build: Callable[[int], protocol.HostRequest]) -> protocol.HostReply | None:
         if self.supervisor_lost:
             return None
-        self._host_call_ids += 1
-        host_call_id = self._host_call_ids
+        host_call_id = self._host_call_ids = self._host_call_ids + 1
         frame = protocol.encode(build(host_call_id))
         if len(frame) > protocol.MAX_MESSAGE_BYTES:
             return None
-        ticks_before = self._ticker.ticks if self._ticker is not None else 0
+        ticker = self._ticker
+        ticks_before = ticker.ticks if ticker is not None else 0
+        link = self._link
         try:
-            self._link.send_frame(frame)
-            while True:
-                reply = self._link.receive()
-                if isinstance(reply, protocol.HostReply) and reply.host_call_id == host_call_id:
-                    break
+            link.send_frame(frame)
+            reply = link.receive()
+            while type(reply) is not protocol.HostReply or reply.host_call_id != host_call_id:
+                reply = link.receive()  # a stale reply or an undecodable frame: not ours
         except SupervisorLost:
             self._abandon_call()
             return None
-        self._credit_host_time(ticks_before)
+        if ticker is not None and ticker.ticks != ticks_before:
+            self._credit_host_time(ticks_before)
         return reply
 
     def log(self, level: str, message: str) -> None:
