@@ -38,6 +38,7 @@ from supervisor.worker_process import (
 )
 from worker import protocol
 
+_setaffinity = os.sched_setaffinity
 _monotonic = time.monotonic
 _zmq_poll = zmq.zmq_poll
 _SNDMORE = zmq.SNDMORE
@@ -149,11 +150,21 @@ class CallDriver:
     the message frame received as a zmq.Frame (its `more` flag instead of a RCVMORE getsockopt) and decoded from
     its buffer, the host's methods looked up once per call, and replies sent through pyzmq's Cython send."""
 
-    def __init__(self, interrupt_fd: int, security_events: SecurityEvents) -> None:
+    def __init__(self, interrupt_fd: int, security_events: SecurityEvents, cpus: frozenset[int]) -> None:
         self._interrupt_fd = interrupt_fd
         self._security_events = security_events
+        self._cpus = cpus  # what the calling thread gets back after a call on a worker's home CPU
 
     def drive(self, worker: Worker, invoke: protocol.Invoke, call: Call) -> protocol.InvokeResult:
+        if worker.cpu is None:
+            return self._drive(worker, invoke, call)
+        _setaffinity(0, (worker.cpu,))  # this thread joins the worker on its home CPU (supervisor/placement.py)
+        try:
+            return self._drive(worker, invoke, call)
+        finally:
+            _setaffinity(0, self._cpus)
+
+    def _drive(self, worker: Worker, invoke: protocol.Invoke, call: Call) -> protocol.InvokeResult:
         poller = self._poller(worker)
         cancel_fd = call.cancel_fd
         if cancel_fd is not None:

@@ -29,6 +29,7 @@ from policy.limits import Limits, worker_address_space_bytes
 from supervisor import forkserver
 from supervisor.call_stats import PluginStats
 from supervisor.modules import ModuleCache, ModuleCompileError
+from supervisor.placement import CpuPlacement, pin_threads
 from supervisor.plugin import InstalledPlugin
 from worker import protocol
 
@@ -129,6 +130,7 @@ class Worker:
     stats: PluginStats | None = None  # its plugin's counters
     uid: int | None = None  # the worker's own uid (root supervisors)
     layers: list[str] = attrs.field(factory=list)  # sandbox layers the worker reported in Ready
+    cpu: int | None = None  # its home CPU (supervisor/placement.py), None: left to the scheduler
 
     poller: zmq.Poller | None = None  # socket, process sentinel, wake fd and pool interrupt fd, built once
     wake: Wake | None = None  # a finished waiting host call signals it
@@ -155,6 +157,7 @@ class WorkerStarter:
         required_layers: Callable[[InstalledPlugin], Iterable[str]],
         worker_uids: range,
         interrupt_fd: int,
+        placement: CpuPlacement | None = None,
     ) -> None:
         self._runtime_dir = Path(runtime_dir)
         self._modules = module_cache
@@ -169,10 +172,8 @@ class WorkerStarter:
         self._uids_taken: set[int] = set()
         self._pids: set[int] = set()  # every worker process started and not yet reaped (see process_ids)
         self._warned: set[str] = set()  # sandbox warnings already logged
-        self.context = zmq.Context()
-        # One socket per worker: ZeroMQ's default cap of 1023 sockets would fail the 1024th worker; descriptors
-        # are the real bound, checked before each start (supervisor/admission.py).
-        self.context.set(zmq.MAX_SOCKETS, max(1023, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+        self._placement = placement if placement is not None and placement.enabled else None
+        self._contexts: dict[int | None, zmq.Context] = {}  # per home CPU: its I/O thread runs there
         self.fork_server = forkserver.ForkServer()
 
     def process_ids(self) -> set[int]:
@@ -200,7 +201,8 @@ class WorkerStarter:
         endpoint_path = self._runtime_dir / f"w-{plugin.name}-{secrets.token_hex(6)}.sock"
         token = secrets.token_bytes(protocol.TOKEN_BYTES)
         uid = self._free_uid()
-        socket = self.context.socket(zmq.ROUTER)
+        cpu = self._placement.assign() if self._placement is not None else None
+        socket = self._context(cpu).socket(zmq.ROUTER)
         socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
         socket.setsockopt(zmq.RCVHWM, RCVHWM)
         socket.setsockopt(zmq.LINGER, 0)
@@ -225,14 +227,18 @@ class WorkerStarter:
         except BaseException as exc:  # forkserver.ForkServerError, OSError; Ctrl-C
             with self._lock:
                 self._uids_taken.discard(uid)
+            if cpu is not None:
+                self._placement.release(cpu)
             socket.close(linger=0)
             endpoint_path.unlink(missing_ok=True)
             if not isinstance(exc, Exception):
                 raise  # Ctrl-C while starting: nothing left behind
             raise Fail(START_FAILED, f"could not start a worker for plugin '{plugin.name}': {exc}", kill=False) from None
-        worker = Worker(process, socket, endpoint_path, NoHost(), plugin, uid=uid)
+        worker = Worker(process, socket, endpoint_path, NoHost(), plugin, uid=uid, cpu=cpu)
         try:
             self._await_ready(worker, token, call)
+            if cpu is not None:
+                pin_threads(process.pid, cpu)
             worker.host = host_factory(plugin)
         except Fail:
             self.terminate(worker)
@@ -333,6 +339,9 @@ class WorkerStarter:
         with self._lock:
             self._pids.discard(worker.process.pid)
             self._uids_taken.discard(worker.uid)
+        if worker.cpu is not None:
+            self._placement.release(worker.cpu)
+            worker.cpu = None
         worker.process.close()
         worker.socket.close(linger=0)
         worker.endpoint_path.unlink(missing_ok=True)
@@ -346,7 +355,20 @@ class WorkerStarter:
     def close(self) -> None:
         """After every worker is terminated: the fork server and the context."""
         self.fork_server.close()
-        self.context.destroy(linger=0)  # every socket is closed by now; linger 0 so term never waits
+        for context in self._contexts.values():
+            context.destroy(linger=0)  # every socket is closed by now; linger 0 so term never waits
+
+    def _context(self, cpu: int | None) -> zmq.Context:
+        with self._lock:
+            context = self._contexts.get(cpu)
+            if context is None:
+                context = self._contexts[cpu] = zmq.Context()
+                # One socket per worker: ZeroMQ's default cap of 1023 sockets would fail the 1024th worker;
+                # descriptors are the real bound, checked before each start (supervisor/admission.py).
+                context.set(zmq.MAX_SOCKETS, max(1023, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+                if cpu is not None:  # before its first socket, which starts the I/O thread
+                    context.set(zmq.THREAD_AFFINITY_CPU_ADD, cpu)
+            return context
 
 
 class NoHost:

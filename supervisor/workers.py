@@ -27,6 +27,7 @@ from supervisor.call_driver import Call, CallDriver
 from supervisor.admission import Admission
 from supervisor.call_stats import PluginStats
 from supervisor.modules import ModuleCache
+from supervisor.placement import CpuPlacement
 from supervisor.plugin import InstalledPlugin
 from supervisor.worker_process import (  # noqa: F401 - the pool's public names are importable from here
     CANCELLED,
@@ -143,6 +144,7 @@ class WorkerPool:
         worker_uids: range | None = None,
         admission: Callable[[int], str | None] | None = None,
         pressure_idle_s: float = PRESSURE_IDLE_S,
+        colocate: bool = True,
     ) -> None:
         """`pinned_wasm(plugin)` is the approved sha256 of its wasm (supervisor/consent): the bytes compiled for a
         worker must have it, so a file swapped after the supervisor's pin check is never run.
@@ -152,7 +154,8 @@ class WorkerPool:
         `admission(running)`: why one more worker may not start while `running` run, or None (default: the
         descriptor and memory checks of supervisor/admission.py without an admin policy). `pressure_idle_s`: how
         long a worker must have been idle to be stopped to make room for another (none is stopped to start one that
-        would then be stopped in turn: a plugin used a moment ago is likely used again)."""
+        would then be stopped in turn: a plugin used a moment ago is likely used again).
+        `colocate`: give each worker a home CPU where both ends of its calls run (supervisor/placement.py)."""
         self._pressure_idle_s = pressure_idle_s
         self._admission = admission or Admission().refusal
         self._admit_lock = threading.Lock()
@@ -173,9 +176,10 @@ class WorkerPool:
             worker_uids=worker_uids if worker_uids is not None else (
                 DEFAULT_WORKER_UIDS if os.geteuid() == 0 else range(0)),
             interrupt_fd=self._interrupt_fd,
+            placement=CpuPlacement() if colocate else None,
         )
         self._fork_server = self._starter.fork_server  # tests and ops/bench reach for it
-        self._driver = CallDriver(self._interrupt_fd, security_events)
+        self._driver = CallDriver(self._interrupt_fd, security_events, frozenset(os.sched_getaffinity(0)))
         self._reaper = threading.Thread(target=self._reap_idle, name="worker-idle-reaper", daemon=True)
         self._reaper.start()
 
