@@ -360,15 +360,21 @@ class WorkerStarter:
 
     def _context(self, cpu: int | None) -> zmq.Context:
         with self._lock:
-            context = self._contexts.get(cpu)
-            if context is None:
-                context = self._contexts[cpu] = zmq.Context()
-                # One socket per worker: ZeroMQ's default cap of 1023 sockets would fail the 1024th worker;
-                # descriptors are the real bound, checked before each start (supervisor/admission.py).
-                context.set(zmq.MAX_SOCKETS, max(1023, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
-                if cpu is not None:  # before its first socket, which starts the I/O thread
-                    context.set(zmq.THREAD_AFFINITY_CPU_ADD, cpu)
-            return context
+            if not self._contexts:  # every CPU's at once: the descriptors they hold do not grow with the workers
+                for home in sorted(self._placement.cpus) if self._placement is not None else [None]:
+                    self._contexts[home] = _new_context(home)
+            return self._contexts[cpu]
+
+
+def _new_context(cpu: int | None) -> zmq.Context:
+    context = zmq.Context()
+    # One socket per worker: ZeroMQ's default cap of 1023 sockets would fail the 1024th worker; descriptors are the
+    # real bound, checked before each start (supervisor/admission.py).
+    context.set(zmq.MAX_SOCKETS, max(1023, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+    if cpu is not None:
+        context.set(zmq.THREAD_AFFINITY_CPU_ADD, cpu)
+    context.socket(zmq.ROUTER).close(linger=0)  # starts its I/O thread (pinned to `cpu`) now
+    return context
 
 
 class NoHost:
