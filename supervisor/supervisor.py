@@ -151,7 +151,7 @@ class Supervisor:
         self.pool.reset(name)
 
     def status(self) -> list[dict]:
-        return [attrs.asdict(s) for s in self.pool.status()]
+        return [attrs.asdict(s, recurse=False) for s in self.pool.status()]  # fields are plain values
 
     def close(self) -> None:
         self.pool.close()
