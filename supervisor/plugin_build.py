@@ -95,8 +95,9 @@ def _lang_of(directory: Path) -> str:
     return present[0]
 
 
-def _inputs_key(directory: Path, lang: str, world: str | None, tool_version: str) -> str:
+def _inputs_key(directory: Path, lang: str, world: str | None, tool_version: str, wit: Path) -> str:
     digest = hashlib.sha256(f"{lang}\0{world}\0{tool_version}\0".encode())
+    digest.update(hashlib.sha256(wit.read_bytes()).digest())
     for path in sorted(directory.rglob("*")):
         relative = path.relative_to(directory)
         if (not path.is_file() or relative.parts[0] in ("__pycache__", ".git")
@@ -137,8 +138,11 @@ def _build_wat(directory: Path, wit: Path, out: Path) -> str | None:
     return world_line.group(1)
 
 
-def build_plugin(directory: Path, cache_dir: Path | None = None) -> BuildResult:
-    """Build `directory`'s source into its manifest's wasm; reuse `cache_dir`'s copy for unchanged inputs."""
+def build_plugin(directory: Path, cache_dir: Path | None = None, wit: Path | None = None) -> BuildResult:
+    """Build `directory`'s source into its manifest's wasm; reuse `cache_dir`'s copy for unchanged inputs.
+
+    The WIT is the directory's wit/tark.wit (what `tark plugin new` copied), or `wit` (the repository's examples
+    build against the project's own)."""
     started = time.monotonic()
     directory = directory.resolve()
     manifest_file = directory / "plugin.toml"
@@ -152,7 +156,7 @@ def build_plugin(directory: Path, cache_dir: Path | None = None) -> BuildResult:
     plugin_type = manifest.plugin.type
     if plugin_type not in PLUGIN_TYPES:
         raise BuildError(f"plugin type '{plugin_type}' has no WIT world: use one of {', '.join(PLUGIN_TYPES)}")
-    wit = directory / "wit" / "tark.wit"
+    wit = wit or directory / "wit" / "tark.wit"
     if not wit.is_file():
         raise BuildError(f"{wit} is missing: copy the project's wit/tark.wit there")
     lang = _lang_of(directory)
@@ -160,7 +164,7 @@ def build_plugin(directory: Path, cache_dir: Path | None = None) -> BuildResult:
     binary = componentize_py() if lang == "python" else None
     version = componentize_py_version(binary) if binary else "wat"
     world = world_of(plugin_type) if lang == "python" else None
-    key = _inputs_key(directory, lang, world, version)
+    key = _inputs_key(directory, lang, world, version, wit)
     cached = cache_dir / f"{key}.wasm" if cache_dir is not None else None
     if cached is not None and cached.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
