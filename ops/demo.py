@@ -47,7 +47,8 @@ class Demo:
         print(f"# {text}", flush=True)
 
     def section(self, title: str) -> None:
-        print(f"\n\033[1m## {title}\033[0m" if sys.stdout.isatty() else f"\n## {title}", flush=True)
+        styled = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        print(f"\n\033[1m## {title}\033[0m" if styled else f"\n## {title}", flush=True)
 
     def run(self, *args: str, expect_ok: bool = True, stdin: str | None = None,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

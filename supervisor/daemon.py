@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import resource
@@ -78,6 +79,15 @@ def raise_open_files_limit() -> OpenFilesLimit:
             return OpenFilesLimit(soft, soft, hard)
         return OpenFilesLimit(soft, target, hard)
     return OpenFilesLimit(soft, soft, hard)
+
+
+LOG_NAME = "supervisor.log"
+START_LOCK_NAME = "start.lock"
+
+
+def log_path(runtime_dir: Path | None = None) -> Path:
+    """Where a daemon started with `tark supervisor start` writes its log (stdout and stderr)."""
+    return (runtime_dir or paths.runtime_dir()) / LOG_NAME
 
 
 def serve(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0,
@@ -158,14 +168,23 @@ def running_client(runtime_dir: Path | None = None) -> DaemonClient | None:
 
 def start_background(runtime_dir: Path | None = None, *, idle_timeout_s: float = 300.0,
                      wait_s: float = 15.0, webhook_args: tuple[str, ...] = ()) -> int:
-    """Start the daemon as a detached process; returns its pid once it answers on the control socket."""
+    """Start the daemon as a detached process; returns its pid once it answers on the control socket.
+
+    Starts are serialized by a lock in the runtime dir: of two concurrent starts, one starts the daemon and the
+    other, once that daemon answers, finds it running and raises DaemonError."""
     runtime_dir = runtime_dir or paths.runtime_dir()
+    with open(runtime_dir / START_LOCK_NAME, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if we die
+        return _start_locked(runtime_dir, idle_timeout_s, wait_s, webhook_args)
+
+
+def _start_locked(runtime_dir: Path, idle_timeout_s: float, wait_s: float, webhook_args: tuple[str, ...]) -> int:
     existing = running_client(runtime_dir)
     if existing is not None:
         with existing:
             raise DaemonError(f"a supervisor daemon is already running (pid {existing.ping()})")
-    log_path = runtime_dir / "supervisor.log"
-    with open(log_path, "ab") as log_file:
+    log_file_path = log_path(runtime_dir)
+    with open(log_file_path, "ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "supervisor.cli.main", "supervisor", "start", "--foreground",
              "--idle-timeout", str(idle_timeout_s), *webhook_args],
@@ -175,15 +194,15 @@ def start_background(runtime_dir: Path | None = None, *, idle_timeout_s: float =
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise DaemonError(f"the supervisor daemon exited with code {process.returncode}{_last_error(log_path)};"
-                              f" see {log_path}")
+            raise DaemonError(f"the supervisor daemon exited with code {process.returncode}"
+                              f"{_last_error(log_file_path)}; see {log_file_path}")
         client = running_client(runtime_dir)
         if client is not None:
             with client:
                 return client.ping()
         time.sleep(0.05)
     process.kill()
-    raise DaemonError(f"the supervisor daemon did not answer within {wait_s:.0f} s; see {log_path}")
+    raise DaemonError(f"the supervisor daemon did not answer within {wait_s:.0f} s; see {log_file_path}")
 
 
 @attrs.frozen

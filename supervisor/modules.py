@@ -11,6 +11,7 @@ and deserializes from: what was checked is what runs, whatever happens to the fi
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import importlib.metadata
@@ -74,6 +75,8 @@ class ModuleCache:
         self._security_events = security_events
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _close_all, self._verified)
+        # Wraps each compile (not a cache hit): the CLI shows a live status on a terminal (docs/cli.md).
+        self.on_compile: Callable[[str, int], contextlib.AbstractContextManager[None]] = _no_observer
 
     def settings_for(self, memory_limit_bytes: int) -> EngineSettings:
         """This cache's settings with the memory reservation equal to a plugin's memory cap."""
@@ -210,7 +213,8 @@ class ModuleCache:
     def _compile(self, wasm: bytes, name: str, engine: wasmtime.Engine,
                  is_component: bool = False) -> wasmtime.Module | component.Component:
         try:
-            return component.Component(engine, wasm) if is_component else wasmtime.Module(engine, wasm)
+            with self.on_compile(name, len(wasm)):
+                return component.Component(engine, wasm) if is_component else wasmtime.Module(engine, wasm)
         except wasmtime.WasmtimeError as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise ModuleCompileError(f"Failed to compile WASM: {name}: {reason}") from None
@@ -218,6 +222,10 @@ class ModuleCache:
     def _write_atomically(self, target: Path, data: bytes) -> None:
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_atomically(target, data)
+
+
+def _no_observer(_name: str, _size: int) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
 
 
 def _sealed_memfd(data: bytes, label: str) -> int:

@@ -200,8 +200,9 @@ class Registry:
             return self.commit(staged, force=force)
 
     @contextlib.contextmanager
-    def stage(self, source: Source) -> Iterator[StagedPlugin]:
-        """Fetch, copy and validate `source` in a private staging directory (no registry lock held)."""
+    def stage(self, source: Source, progress: Callable[[str], None] | None = None) -> Iterator[StagedPlugin]:
+        """Fetch, copy and validate `source` in a private staging directory (no registry lock held).
+        `progress` hears a git clone's progress lines."""
         # Imported here: reading the registry (every command) must not import wasmtime or the capabilities.
         from supervisor.capabilities.storage import strip_shipped_data
         from supervisor.wasm_check import WasmValidationError, sha256_file, validate_wasm
@@ -209,7 +210,7 @@ class Registry:
         with self._staging_dir() as work:
             commit: str | None = None
             if isinstance(source, GitSource):
-                checkout = fetch_git(source, work / "clone")
+                checkout = fetch_git(source, work / "clone", progress)
                 origin, commit = checkout.tree, checkout.commit
                 shown = source.url + (f"/{source.subdir}" if source.subdir else "")
             else:

@@ -12,7 +12,9 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 import attrs
 
@@ -124,26 +126,78 @@ def _git(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProces
         raise SourceError(f"git {args[0]} timed out after {GIT_TIMEOUT_SECONDS} s") from None
 
 
+Progress = Callable[[str], None]
+# git's own progress lines; anything else on its stderr (e.g. a server's "remote:" text) is never shown live
+_PROGRESS_LINE = re.compile(r"^(Counting|Compressing|Enumerating|Receiving|Resolving|Updating|Checking out) "
+                            r"[A-Za-z ]*: +[0-9]{1,3}% \([0-9]+/[0-9]+\)[^\x00-\x1f\x7f]*$")
+
+
+def _git_with_progress(args: list[str], progress: Progress) -> subprocess.CompletedProcess[str]:
+    """`_git` for a clone, with `--progress`: each progress line of git's stderr (split on CR and LF) goes to
+    `progress`; the whole stderr is kept for the error message, as `_git` keeps it."""
+    command = ["git", "-c", "protocol.ext.allow=never", "-c", "core.hooksPath=/dev/null", args[0], "--progress",
+               *args[1:]]
+    try:
+        process = subprocess.Popen(command, env=_git_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise SourceError("Failed to run git clone: git is not installed or not on PATH") from None
+    timer = threading.Timer(GIT_TIMEOUT_SECONDS, process.kill)
+    timer.start()
+    kept = bytearray()
+    pending = b""
+    try:
+        assert process.stderr is not None
+        while chunk := process.stderr.read1(4096):
+            kept += chunk
+            del kept[:-4 * _MAX_STDERR]
+            pieces = re.split(rb"[\r\n]", pending + chunk)
+            pending = pieces.pop()
+            for piece in pieces:
+                line = piece.decode("utf-8", "replace").strip()
+                if _PROGRESS_LINE.match(line):
+                    progress(line)
+        process.wait()
+    finally:
+        timed_out = not timer.is_alive() and process.returncode is not None and process.returncode < 0
+        timer.cancel()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if timed_out:
+        raise SourceError(f"git {args[0]} timed out after {GIT_TIMEOUT_SECONDS} s")
+    stderr = "\n".join(line for line in re.split(r"[\r\n]", kept.decode("utf-8", "replace"))
+                       if line.strip() and not _PROGRESS_LINE.match(line.strip()))
+    return subprocess.CompletedProcess(command, process.returncode, "", stderr)
+
+
 def _stderr(result: subprocess.CompletedProcess[str]) -> str:
     text = result.stderr.strip()
     return text[-_MAX_STDERR:] if text else f"exit status {result.returncode}"
 
 
-def fetch_git(source: GitSource, dest: Path) -> Checkout:
-    """Clone `source` into `dest` (which must not exist) and return the checked-out tree and commit."""
+def fetch_git(source: GitSource, dest: Path, progress: Progress | None = None) -> Checkout:
+    """Clone `source` into `dest` (which must not exist) and return the checked-out tree and commit.
+    `progress` hears git's progress lines (e.g. "Receiving objects:  42% (420/1000), 1.2 MiB | 300 KiB/s")."""
     if source.url.startswith("-"):
         raise SourceError(f"Refusing git URL '{source.url}'")
+
+    def clone(*args: str) -> subprocess.CompletedProcess[str]:
+        if progress is None:
+            return _git(["clone", "--quiet", *args])
+        return _git_with_progress(["clone", *args], progress)
+
     if source.ref is None:
-        result = _git(["clone", "--quiet", "--depth", "1", "--", source.url, str(dest)])
+        result = clone("--depth", "1", "--", source.url, str(dest))
         if result.returncode != 0:
             raise SourceError(f"git clone failed: {_stderr(result)}")
     else:
-        result = _git(["clone", "--quiet", "--depth", "1", "--branch", source.ref, "--", source.url, str(dest)])
+        result = clone("--depth", "1", "--branch", source.ref, "--", source.url, str(dest))
         if result.returncode != 0:
             # Not a branch or tag (or the clone failed for another reason): a full clone can check out a
             # commit; if that clone fails too, its error is the real one.
             shutil.rmtree(dest, ignore_errors=True)
-            full = _git(["clone", "--quiet", "--no-checkout", "--", source.url, str(dest)])
+            full = clone("--no-checkout", "--", source.url, str(dest))
             if full.returncode != 0:
                 raise SourceError(f"git clone failed: {_stderr(full)}")
             checkout = _git(["checkout", "--quiet", "--detach", f"{source.ref}^{{commit}}", "--"], cwd=dest)

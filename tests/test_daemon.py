@@ -69,7 +69,7 @@ def test_commands_use_the_daemon_with_the_same_output(daemon, run_tark):
     assert run_tark("supervisor", "stop").returncode == 0
     assert status(run_tark)["running"] is False
     embedded = run_tark("plugin", "call", "dplug", "echo", "hi", "--json")
-    assert embedded.stdout == through_daemon.stdout == '{"ret": 2, "output": "hi"}\n'
+    assert embedded.stdout == through_daemon.stdout == '{"ret":2,"output":"hi"}\n'
 
 
 def test_errors_through_the_daemon_match_embedded(daemon, run_tark):

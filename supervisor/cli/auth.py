@@ -18,7 +18,7 @@ import click
 from supervisor import paths
 from supervisor.channel_credentials import StoredState, stored_state
 from supervisor.cli.connect import open_supervisor
-from supervisor.cli.output import echo, print_json, warn
+from supervisor.cli.output import echo, header_line, json_option, print_json, warn
 from supervisor.control_client import ControlError
 from supervisor.credentials import CredentialsError
 from supervisor.oauth.device import DEFAULT_MIN_INTERVAL_S, PollSettings
@@ -41,7 +41,7 @@ class AuthFailed(click.ClickException):
 
 
 def _header(text: str) -> None:
-    click.secho(text, bold=True, fg="cyan")
+    header_line(text)
 
 
 class AuthGroup(click.Group):
@@ -60,6 +60,7 @@ _flow_options = [
                  help="Seconds to wait for the sign-in (PKCE default 120; device flow: until the code expires)."),
     click.option("--min-poll-interval", "min_poll_s", type=click.FloatRange(min=0.0), default=None, hidden=True,
                  help="Device flow: never poll the token endpoint more often than this (seconds)."),
+    json_option,
 ]
 
 
@@ -73,13 +74,18 @@ def flow_options(function: Any) -> Any:
              subcommand_metavar="[NAME | status | logout NAME]")
 @flow_options
 @click.pass_context
-def auth_group(ctx: click.Context, no_browser: bool, timeout_s: float | None, min_poll_s: float | None) -> None:
-    """Sign in to a plugin provider with OAuth (PKCE or device flow), show status, or log out.
+def auth_group(ctx: click.Context, no_browser: bool, timeout_s: float | None, min_poll_s: float | None,
+               as_json: bool) -> None:
+    """Sign in to providers (OAuth), show status, log out.
+
+    `tark auth NAME` signs in to provider NAME with OAuth (PKCE or device flow).
 
     With no NAME, lists the plugin providers that have an [oauth] section and asks which one.
     """
     if ctx.invoked_subcommand is not None:
         return
+    if as_json:
+        raise click.UsageError("With --json give the provider: tark auth NAME --json")
     _header("=== Tark Authentication ===")
     targets = oauth_targets(Registry(paths.plugins_dir()))
     if not targets:
@@ -91,7 +97,7 @@ def auth_group(ctx: click.Context, no_browser: bool, timeout_s: float | None, mi
     answer = click.prompt(f"Enter choice (1-{len(targets)})", default="", show_default=False, prompt_suffix=": ")
     if not answer.strip().isdigit() or not 1 <= int(answer) <= len(targets):
         raise click.ClickException("Invalid choice")
-    _login(targets[int(answer) - 1], no_browser, timeout_s, min_poll_s)
+    _login(targets[int(answer) - 1], no_browser, timeout_s, min_poll_s, as_json)
 
 
 @auth_group.command("login", hidden=True)
@@ -99,14 +105,16 @@ def auth_group(ctx: click.Context, no_browser: bool, timeout_s: float | None, mi
 @flow_options
 @click.pass_context
 def login_command(ctx: click.Context, name: str, no_browser: bool, timeout_s: float | None,
-                  min_poll_s: float | None) -> None:
+                  min_poll_s: float | None, as_json: bool) -> None:
     """Sign in to provider NAME."""
     parent = ctx.parent.params if ctx.parent is not None else {}
-    _header("=== Tark Authentication ===")
+    as_json = as_json or parent.get("as_json", False)
+    if not as_json:
+        _header("=== Tark Authentication ===")
     target = find_target(Registry(paths.plugins_dir()), name, need_oauth=True)
     _login(target, no_browser or parent.get("no_browser", False),
            timeout_s if timeout_s is not None else parent.get("timeout_s"),
-           min_poll_s if min_poll_s is not None else parent.get("min_poll_s"))
+           min_poll_s if min_poll_s is not None else parent.get("min_poll_s"), as_json)
 
 
 def browser_opener(no_browser: bool) -> Any:
@@ -122,18 +130,24 @@ def browser_opener(no_browser: bool) -> Any:
     return open_url
 
 
-def _login(target: AuthTarget, no_browser: bool, timeout_s: float | None, min_poll_s: float | None) -> None:
-    echo(f"Authenticating with: {target.provider_id}")
+def _login(target: AuthTarget, no_browser: bool, timeout_s: float | None, min_poll_s: float | None,
+           as_json: bool = False) -> None:
+    say = (lambda text="": echo(text, err=True)) if as_json else echo  # with --json the sign-in steps go to stderr
+    say(f"Authenticating with: {target.provider_id}")
     poll = PollSettings(min_interval_s=DEFAULT_MIN_INTERVAL_S if min_poll_s is None else min_poll_s)
     options = FlowOptions(open_browser=browser_opener(no_browser), timeout_s=timeout_s, poll=poll)
     try:
         with open_supervisor() as supervisor:
-            result = authenticate(target, supervisor, echo, options)
+            result = authenticate(target, supervisor, say, options)
     except (OAuthError, CredentialsError, CallRefused, ControlError) as exc:
         raise AuthFailed(str(exc)) from None
     except OSError as exc:
         detail = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
         raise AuthFailed(detail) from None
+    if as_json:
+        print_json({"provider": target.provider_id, "plugin": target.plugin.name,
+                    "credentials_path": str(result.credentials_path)})
+        return
     echo("✅ Successfully authenticated!")
     echo(f"Credentials saved to: {result.credentials_path}")
     if target.plugin.manifest.plugin.type == "provider":
@@ -142,10 +156,13 @@ def _login(target: AuthTarget, no_browser: bool, timeout_s: float | None, min_po
 
 
 @auth_group.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of text.")
+@json_option
 def status_command(as_json: bool) -> None:
-    """Show every enabled provider and auth plugin (stored credentials, expiry, the plugin's own status) and every
-    channel plugin's credentials (this directory's project file, else the global one)."""
+    """Show credentials of providers, auth and channel plugins.
+
+    Providers and auth plugins: stored credentials, expiry and the plugin's own status. Channel plugins: this
+    directory's project file, else the global one.
+    """
     registry = Registry(paths.plugins_dir())
     plugins = auth_plugins(registry)
     with open_supervisor() as supervisor:
@@ -219,8 +236,9 @@ def _print_channel(plugin: InstalledPlugin, state: StoredState) -> None:
 
 @auth_group.command("logout")
 @click.argument("name")
-def logout_command(name: str) -> None:
-    """Delete the stored credentials of provider NAME and tell the plugin to forget them."""
+@json_option
+def logout_command(name: str, as_json: bool) -> None:
+    """Delete provider NAME's credentials; the plugin forgets them."""
     target = find_target(Registry(paths.plugins_dir()), name, need_oauth=False)
     with open_supervisor() as supervisor:
         result = logout(target.plugin, supervisor)
@@ -229,7 +247,10 @@ def logout_command(name: str) -> None:
         from supervisor.channel_credentials import delete_project_credentials
 
         deleted += [p for p in [delete_project_credentials(target.plugin, Path.cwd())] if p is not None]
-    if deleted:
+    if as_json:
+        print_json({"provider": name, "plugin": target.plugin.name, "deleted": [str(p) for p in deleted],
+                    "plugin_problem": result.plugin_problem})
+    elif deleted:
         echo(f"✅ Cleared {target.display_name} OAuth credentials")
         for path in deleted:
             echo(f"   Deleted: {path}")

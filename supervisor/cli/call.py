@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from supervisor.cli.connect import open_supervisor
-from supervisor.cli.output import echo, echo_json_line
+from supervisor.cli.output import echo, echo_json_line, json_option
 
 
 class CallFailed(click.ClickException):
@@ -17,12 +17,13 @@ class CallFailed(click.ClickException):
 @click.argument("name")
 @click.argument("export")
 @click.argument("args", nargs=-1)
-@click.option("--json", "as_json", is_flag=True, help='Print exactly one line: {"ret": N, "output": ...}.')
+@json_option
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.001), help="Deadline of the call in seconds, covering guest CPU and every host call it waits on "
                    "(default: the plugin's call_timeout_s limit).")
 def call_command(name: str, export: str, args: tuple[str, ...], as_json: bool, timeout_s: float | None) -> None:
-    """Call EXPORT of plugin NAME with string ARGS (tark's alloc convention) and print the result.
+    """Call EXPORT of plugin NAME with string ARGS.
 
+    The arguments are passed with tark's alloc convention and the result is printed.
     Exports that tark knows get tark's result buffer size; others are called by their signature: two i32 per
     string argument, plus a result pointer when the count is odd.
     """

@@ -7,6 +7,7 @@ daemon they fail with the hint `tark supervisor start`. `send` works either way 
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
 import click
@@ -15,7 +16,7 @@ from supervisor import paths
 from supervisor.channels.client import channel_request
 from supervisor.channels.defaults import DEFAULT_POLL_MS
 from supervisor.cli.connect import open_supervisor
-from supervisor.cli.output import echo, header, make_console, print_json
+from supervisor.cli.output import echo, header, json_option, make_console, print_json
 from supervisor.control_client import DaemonClient, running_client
 
 NO_DAEMON = ("No supervisor daemon is running; channels run in the daemon. Start it with: tark supervisor start"
@@ -25,7 +26,7 @@ INBOX_SHOWN = 5
 
 @click.group("channel")
 def channel_group() -> None:
-    """Run channel plugins: poll loops and webhooks in the supervisor daemon, and sending messages."""
+    """Run channel plugins (in the daemon) and send messages."""
 
 
 def _daemon() -> DaemonClient:
@@ -39,9 +40,12 @@ def _daemon() -> DaemonClient:
 @click.argument("name")
 @click.option("--poll-ms", type=click.IntRange(min=1), default=DEFAULT_POLL_MS, show_default=True,
               help="Interval between channel_poll calls.")
-@click.option("--json", "as_json", is_flag=True, help="Print the channel's status as JSON.")
+@json_option
 def start_command(name: str, poll_ms: int, as_json: bool) -> None:
-    """Start channel plugin NAME in the daemon: auth init, channel_start, then its poll loop and webhook."""
+    """Start channel NAME in the daemon.
+
+    Runs channel_auth_init and channel_start, then its poll loop and webhook.
+    """
     project, passphrase = _credentials_for_daemon(name)
     with _daemon() as client:
         document = channel_request(client, "channel_start", name, poll_ms=poll_ms, project=project,
@@ -56,9 +60,12 @@ def start_command(name: str, poll_ms: int, as_json: bool) -> None:
 
 @channel_group.command("stop")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print the channel's status as JSON.")
+@json_option
 def stop_command(name: str, as_json: bool) -> None:
-    """Stop channel NAME: end its poll loop, call channel_stop, drop its instance."""
+    """Stop channel NAME in the daemon.
+
+    Ends its poll loop, calls channel_stop and drops its instance.
+    """
     with _daemon() as client:
         document = channel_request(client, "channel_stop", name)
     if as_json:
@@ -69,9 +76,12 @@ def stop_command(name: str, as_json: bool) -> None:
 
 @channel_group.command("status")
 @click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 def status_command(name: str | None, as_json: bool) -> None:
-    """Show each channel started in the daemon: state, webhook URL, polls, inbound messages, restarts, errors."""
+    """Show each channel started in the daemon.
+
+    State, webhook URL, polls, inbound messages, restarts and errors.
+    """
     client = running_client(paths.runtime_dir())
     if client is None:
         if name is not None:
@@ -116,11 +126,15 @@ def status_command(name: str | None, as_json: bool) -> None:
 @click.option("--conversation", "conversation_id", required=True, help="The conversation (chat, channel) to send to.")
 @click.option("--message-id", default=None, help="The message this text belongs to (edits, streaming).")
 @click.option("--not-final", is_flag=True, help="A partial text (is_final=false): sent as one piece, not split.")
-@click.option("--metadata", "metadata_json", default="", help="metadata_json passed to the plugin as is.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--metadata", "metadata_json", default="", callback=lambda _c, _p, v: _check_metadata(v),
+              help="A JSON document passed to the plugin as metadata_json.")
+@json_option
 def send_command(name: str, text: str, conversation_id: str, message_id: str | None, not_final: bool,
                  metadata_json: str, as_json: bool) -> None:
-    """Send TEXT to a conversation through channel plugin NAME (final texts over 1800 bytes go in parts)."""
+    """Send TEXT to a conversation through channel NAME.
+
+    Final texts over 1800 bytes go in parts.
+    """
     from supervisor.channels import operations as ops  # only `send` runs a channel plugin from this process
     from supervisor.cli.passphrase import cli_source
     from supervisor.registry import Registry
@@ -150,6 +164,15 @@ def _credentials_for_daemon(name: str) -> tuple[str, str]:
     if plugin.manifest.plugin.type == "channel" and plugin.manifest.oauth is not None:
         source.load(plugin)
     return str(source.project), asked.value or ""
+
+
+def _check_metadata(text: str) -> str:
+    if text:
+        try:
+            json.loads(text)
+        except ValueError as exc:
+            raise click.BadParameter(f"not valid JSON ({exc})") from None
+    return text
 
 
 def _echo_endpoints(channel: dict[str, Any], webhook: dict[str, Any]) -> None:

@@ -28,4 +28,7 @@ def open_supervisor() -> Iterator[SupervisorApi]:
     from supervisor.supervisor import Supervisor  # the embedded transport: the whole runtime, imported on demand
 
     with Supervisor() as supervisor:
+        from supervisor.cli.progress import compile_status  # rich only when a command runs embedded
+
+        supervisor.modules.on_compile = compile_status
         yield supervisor

@@ -48,7 +48,12 @@ class TarkGroup(LazyGroup):
         except click.exceptions.ClickException as exc:
             exc.message = escape_control(exc.message, keep_newlines=True)  # guest errors, manifest text
             raise
-        except (click.exceptions.Exit, click.exceptions.Abort):
+        except click.exceptions.Abort as exc:
+            if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C at a prompt: click says Abort
+                click.echo("Interrupted.", err=True)
+                raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+            raise
+        except click.exceptions.Exit:
             raise
         except user_error_types() as exc:
             raise click.ClickException(escape_control(_user_message(exc), keep_newlines=True)) from None
@@ -76,9 +81,13 @@ def _user_message(exc: BaseException) -> str:
 
 @click.group(cls=TarkGroup, lazy=TOP_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging and tracebacks for internal errors.")
+@click.version_option(package_name="tark-supervisor", prog_name="tark", message="%(prog)s %(version)s")
 @click.pass_context
 def tark(ctx: click.Context, verbose: bool) -> None:
-    """tark: hardened plugin runtime."""
+    """tark: hardened plugin runtime.
+
+    Exit codes: 0 ok, 1 error, 2 usage error, 130 interrupted. Every command takes --json (one JSON document on
+    stdout). Shell completion: tark completion bash|zsh|fish (docs/cli.md)."""
     from supervisor.logging_setup import ENV_VAR, configure_logging
 
     ctx.obj = CliState(verbose=verbose)
@@ -90,7 +99,11 @@ def build_cli() -> TarkGroup:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    build_cli().main(args=list(argv) if argv is not None else None, prog_name="tark")
+    try:
+        build_cli().main(args=list(argv) if argv is not None else None, prog_name="tark")
+    except KeyboardInterrupt:  # before a command runs (e.g. while its modules import): no traceback either
+        click.echo("Interrupted.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Terminal and JSON output helpers shared by CLI commands.
+"""Terminal and JSON output helpers shared by CLI commands (conventions: docs/cli.md).
+
+- `--json` (`json_option`): stdout carries exactly one JSON document, on one line; human text (progress,
+  prompts, notes) goes to stderr (`make_console(err=True)`), errors stay `Error: ...` on stderr with exit 1.
+- Styles (bold, colour) only on a terminal and only without NO_COLOR (https://no-color.org) or TERM=dumb.
 
 Light on purpose: the thin client (docs/performance.md) prints through these, so rich and the plugin model are
 imported only by the helpers that need them (`make_console`, `plugin_json`)."""
@@ -6,8 +10,9 @@ imported only by the helpers that need them (`make_console`, `plugin_json`)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TextIO, TypeVar
 
 import click
 
@@ -28,21 +33,46 @@ def shown(text: str) -> str:
     return escape_control(text)
 
 
-def make_console() -> Console:
-    """A console on the current stdout; plain text (no markup, emoji codes or wrapping) when not a tty."""
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def json_option(function: F) -> F:
+    """The one `--json` flag of every command (parameter `as_json`)."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print one JSON document on stdout (notes go to stderr).")(function)
+
+
+def styles_enabled(stream: TextIO) -> bool:
+    """Escape sequences only for a terminal whose user did not opt out (NO_COLOR, TERM=dumb)."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def make_console(err: bool = False) -> Console:
+    """A console on stdout (stderr with `err`, e.g. the notes of a `--json` command): plain text (no markup,
+    emoji codes, escapes or wrapping) unless styles are enabled."""
     import shutil
 
     from supervisor.cli.console import SafeConsole
 
-    stream = sys.stdout
-    is_tty = stream.isatty()
-    width = shutil.get_terminal_size((200, 24)).columns if is_tty else 200
+    stream = sys.stderr if err else sys.stdout
+    styled = styles_enabled(stream)
+    width = shutil.get_terminal_size((200, 24)).columns if styled else 200
     return SafeConsole(file=stream, highlight=False, markup=False, emoji=False, soft_wrap=True, width=width,
-                   force_terminal=None if is_tty else False)
+                       force_terminal=styled, no_color=not styled, color_system="auto" if styled else None)
 
 
 def header(console: Console, text: str) -> None:
     console.print(text, style="bold cyan")
+
+
+def header_line(text: str) -> None:
+    """A section header for commands that print with click: bold cyan only where styles are enabled."""
+    click.echo(click.style(text, bold=True, fg="cyan") if styles_enabled(sys.stdout) else text)
 
 
 def echo(message: Any = None, **kwargs: Any) -> None:
@@ -51,17 +81,17 @@ def echo(message: Any = None, **kwargs: Any) -> None:
     click.echo(escape_control(message, keep_newlines=True) if isinstance(message, str) else message, **kwargs)
 
 
-def echo_json_line(document: Any) -> None:
-    """One compact JSON document on one line (non-ASCII kept, terminal controls as \\u escapes)."""
-    click.echo(escape_json_text(json.dumps(document, ensure_ascii=False)))
+def print_json(document: Any) -> None:
+    """The `--json` output: one compact JSON document on one line (non-ASCII kept, terminal controls as \\u
+    escapes), so `json.loads(stdout)` and line-oriented tools both work."""
+    click.echo(escape_json_text(json.dumps(document, ensure_ascii=False, separators=(",", ":"))))
+
+
+echo_json_line = print_json  # one JSON document per line; `tark chat --json` prints one per reply
 
 
 def warn(message: str) -> None:
     click.echo(f"Warning: {escape_control(message)}", err=True)  # one line: a key name may hold a newline
-
-
-def print_json(document: Any) -> None:
-    click.echo(escape_json_text(json.dumps(document, indent=2, ensure_ascii=False)))
 
 
 def cut(text: str, width: int = DESCRIPTION_WIDTH) -> str:

@@ -5,7 +5,7 @@ change an installation (docs/performance.md, "Thin client")."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import click
 
@@ -15,7 +15,8 @@ from policy.manifest import Manifest
 from policy.text import escape_control
 from supervisor import paths
 from supervisor.control_client import DaemonClient, running_client
-from supervisor.cli.output import cut, echo, header, make_console, plugin_json, print_json, status_word, warn
+from supervisor.cli.output import (cut, echo, header, json_option, make_console, plugin_json, print_json,
+                                   status_word, warn)
 from supervisor.install_record import InstallRecord
 from supervisor.plugin import InstalledPlugin
 from supervisor.plugin_limits import display_value, limits_for
@@ -53,12 +54,18 @@ def _capability_bullets(manifest: Manifest) -> list[str]:
 @click.option("-p", "--path", "subdir", metavar="SUBDIR", help="Plugin directory inside the source.")
 @click.option("--force", is_flag=True, help="Replace an installed plugin of the same id (keeps its data/).")
 @click.option("-y", "--yes", is_flag=True, help="Approve every capability the plugin declares (scripts, CI).")
-def add_command(source: str, ref: str | None, subdir: str | None, force: bool, yes: bool) -> None:
-    """Install a plugin from a directory or a git URL, asking to approve each capability it declares."""
+@json_option
+def add_command(source: str, ref: str | None, subdir: str | None, force: bool, yes: bool, as_json: bool) -> None:
+    """Install a plugin from a directory or git URL.
+
+    Asks to approve each capability the plugin declares (--yes approves them all). The plugin can be used at
+    once, also by a running supervisor daemon.
+    """
     from supervisor.cli import plugin_consent as consent_ui
+    from supervisor.cli.progress import clone_progress
     from supervisor.consent.live import Consent
 
-    console = make_console()
+    console = make_console(err=as_json)
     header(console, "=== Installing Plugin ===")
     parsed = parse_source(source, ref=ref, subdir=subdir)
     if isinstance(parsed, LocalSource):
@@ -68,9 +75,8 @@ def add_command(source: str, ref: str | None, subdir: str | None, force: bool, y
         console.print(f"Branch:     {parsed.ref or '(remote default)'}")
         if parsed.subdir:
             console.print(f"Path:       {parsed.subdir}")
-        console.print("Cloning repository...")
     registry = open_registry()
-    with registry.stage(parsed) as staged:
+    with clone_progress(console, parsed) as progress, registry.stage(parsed, progress=progress) as staged:
         info = staged.manifest.plugin
         if staged.commit:
             console.print(f"Commit:     {staged.commit}")
@@ -101,12 +107,16 @@ def add_command(source: str, ref: str | None, subdir: str | None, force: bool, y
         if declined and not policy.install.admin_only:
             console.print(f"Not approved (denied until you run `tark plugin approve {info.name} ITEM`): "
                           f"{', '.join(escape_control(i) for i in declined)}")
+    if as_json:
+        doc = plugin_json(outcome.plugin, _record_or_none(registry, outcome.plugin), full=False)
+        print_json(dict(doc, approved=sorted(approved), not_approved=declined, warnings=list(staged.warnings)))
+        return
     console.print(f"✅ Successfully installed plugin: {outcome.plugin.name}")
-    console.print("The plugin will be loaded on next tark start.")
+    console.print("The plugin is ready to use.")
 
 
 @click.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+@json_option
 def list_command(as_json: bool) -> None:
     """List installed plugins."""
     registry = open_registry()
@@ -147,9 +157,9 @@ def _record_or_none(registry: Registry, plugin: InstalledPlugin) -> InstallRecor
 
 @click.command("info")
 @click.argument("plugin_id")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 def info_command(plugin_id: str, as_json: bool) -> None:
-    """Show a plugin's manifest, capabilities, paths, source and hashes."""
+    """Show a plugin's manifest, source, hashes and limits."""
     registry = open_registry()
     plugin = registry.get(plugin_id)
     record = _record_or_none(registry, plugin)
@@ -222,10 +232,14 @@ def _print_info(console: Console, plugin: InstalledPlugin, record: InstallRecord
 
 @click.command("enable")
 @click.argument("plugin_id")
-def enable_command(plugin_id: str) -> None:
+@json_option
+def enable_command(plugin_id: str, as_json: bool) -> None:
     """Enable a plugin."""
     open_registry().enable(plugin_id)
     _tell_running_daemon(lambda daemon: daemon.reset(plugin_id))  # a plugin parked after crashes may start again
+    if as_json:
+        print_json({"id": plugin_id, "enabled": True})
+        return
     make_console().print(f"✅ Enabled plugin: {plugin_id}")
 
 
@@ -238,27 +252,35 @@ def _tell_running_daemon(action: Callable[[DaemonClient], None]) -> None:
 
 @click.command("disable")
 @click.argument("plugin_id")
-def disable_command(plugin_id: str) -> None:
+@json_option
+def disable_command(plugin_id: str, as_json: bool) -> None:
     """Disable a plugin (it stays installed)."""
     open_registry().disable(plugin_id)
     _tell_running_daemon(lambda daemon: daemon.stop_worker(plugin_id))
+    if as_json:
+        print_json({"id": plugin_id, "enabled": False})
+        return
     make_console().print(f"✅ Disabled plugin: {plugin_id}")
 
 
 @click.command("remove")
 @click.argument("plugin_id")
-def remove_command(plugin_id: str) -> None:
+@json_option
+def remove_command(plugin_id: str, as_json: bool) -> None:
     """Uninstall a plugin, its data/ directory included."""
     from supervisor.consent.live import Consent
     from supervisor.secrets import SecretStore
 
     registry = open_registry()
-    console = make_console()
+    console = make_console(err=as_json)
     header(console, "=== Uninstalling Plugin ===")
     registry.remove(plugin_id)
     SecretStore().forget(plugin_id)  # a later plugin of the same name must not inherit them
     Consent().approvals.forget(plugin_id)
     _tell_running_daemon(lambda daemon: daemon.stop_worker(plugin_id))
+    if as_json:
+        print_json({"id": plugin_id, "removed": True})
+        return
     console.print(f"✅ Successfully uninstalled plugin: {plugin_id}")
 
 
@@ -269,17 +291,21 @@ def _describe(record: InstallRecord) -> str:
 @click.command("update")
 @click.argument("plugin_id", required=False)
 @click.option("--all", "update_all", is_flag=True, help="Update every installed plugin.")
-def update_command(plugin_id: str | None, update_all: bool) -> None:
-    """Re-install a plugin from its recorded source (keeps data/, enabled state and installed_at)."""
+@json_option
+def update_command(plugin_id: str | None, update_all: bool, as_json: bool) -> None:
+    """Re-install a plugin from its recorded source.
+
+    Keeps data/, the enabled state, installed_at and the approvals of unchanged capabilities.
+    """
     from supervisor.cli import plugin_consent as consent_ui
     from supervisor.consent.live import Consent
 
     if plugin_id and update_all:
         raise click.UsageError("Give a plugin ID or --all, not both")
     if not plugin_id and not update_all:
-        raise click.ClickException("Specify a plugin ID or use --all")
+        raise click.UsageError("Specify a plugin ID or use --all")
     registry = open_registry()
-    console = make_console()
+    console = make_console(err=as_json)
     consent = Consent()
     before = {p.name: declared_items(p.manifest.capabilities) for p in registry.list().plugins}
     policy = consent.policy()
@@ -296,6 +322,9 @@ def update_command(plugin_id: str | None, update_all: bool) -> None:
             console.print(f"Updating {plugin_id} from {_describe(record)}")
         outcome = registry.update(plugin_id, vet)
         consent_ui.record_update(consent, console, outcome.plugin, before.get(plugin_id, ()))
+        if as_json:
+            print_json(_update_json([UpdateResult(plugin_id, "updated", "")]))
+            return
         console.print(f"✅ Updated plugin: {plugin_id}")
         return
 
@@ -311,7 +340,15 @@ def update_command(plugin_id: str | None, update_all: bool) -> None:
             echo(f"Error: failed to update {result.name}: {result.message}", err=True)
 
     summary = registry.update_all(on_result=report, vet=vet)
-    console.print(f"Done. updated={summary.count('updated')}, skipped={summary.count('skipped')}, "
-                  f"failed={summary.count('failed')}")
+    if as_json:
+        print_json(_update_json(summary.results))
+    else:
+        console.print(f"Done. updated={summary.count('updated')}, skipped={summary.count('skipped')}, "
+                      f"failed={summary.count('failed')}")
     if summary.count("failed"):
         raise click.exceptions.Exit(1)
+
+
+def _update_json(results: Sequence[UpdateResult]) -> dict:
+    return {"results": [{"id": r.name, "status": r.status, "message": r.message or None} for r in results],
+            **{status: sum(r.status == status for r in results) for status in ("updated", "skipped", "failed")}}

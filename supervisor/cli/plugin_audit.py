@@ -10,7 +10,7 @@ import click
 
 from policy.text import escape_control
 from supervisor.capabilities.audit import default_audit_path, read_audit_trail
-from supervisor.cli.output import print_json
+from supervisor.cli.output import json_option, print_json
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -64,11 +64,11 @@ def format_record(record: dict[str, Any]) -> str:
 @click.argument("plugin_id", required=False)
 @click.option("--since", metavar="DURATION_OR_TIME",
               help="Only records newer than this: 30s, 10m, 2h, 1d, 1w, or an ISO 8601 date/time.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of records.")
+@json_option
 def audit_command(plugin_id: str | None, since: str | None, as_json: bool) -> None:
-    """Show the audit trail: capability decisions, approvals, revocations and integrity events.
+    """Show the audit trail of capability and consent events.
 
-    Allowed decisions of a running daemon are written in batches, at most about a second late."""
+    Capability decisions, approvals, revocations and integrity events. Allowed decisions of a running daemon are written in batches, at most about a second late."""
     cutoff = parse_since(since, datetime.datetime.now(datetime.timezone.utc)) if since else None
     records = []
     for record in read_audit_trail(default_audit_path()):

@@ -61,7 +61,9 @@ class PluginAuthError(click.ClickException):
 def plugin_auth_command(plugin_id: str, scope: str | None, assignments: tuple[str, ...], from_stdin: bool,
                         run_oauth: bool | None, replace: bool, no_browser: bool, timeout_s: float | None,
                         as_json: bool) -> None:
-    """Store a channel plugin's settings and tokens, encrypted, and hand them to the plugin.
+    """Store a channel plugin's settings and tokens, encrypted.
+
+    They are handed to the plugin's channel_auth_init.
 
     The passphrase comes from TARK_PLUGIN_PASSPHRASE, else a hidden prompt.
     """

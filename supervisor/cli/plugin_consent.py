@@ -19,7 +19,7 @@ from policy.errors import PatternError
 from policy.grants import Approval, EffectiveGrants, carried_over, declared_items, diff_items, normalize_item
 from policy.text import escape_control
 from supervisor import paths
-from supervisor.cli.output import header, make_console, print_json
+from supervisor.cli.output import header, json_option, make_console, print_json
 from supervisor.consent.live import Consent
 from supervisor.plugin import InstalledPlugin
 from supervisor.registry import Registry
@@ -146,9 +146,9 @@ def grants_json(grants: EffectiveGrants, approval: Approval | None, hashes: Any,
 
 @click.command("permissions")
 @click.argument("plugin_id")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 def permissions_command(plugin_id: str, as_json: bool) -> None:
-    """Show each declared capability item: approved, admin policy, effective, and why."""
+    """Show each capability item: approved, admin, effective, why."""
     plugin = open_registry().get(plugin_id)
     consent = Consent()
     grants = consent.resolve(plugin)
@@ -206,8 +206,9 @@ def _refuse_if_admin_only(consent: Consent) -> None:
 @click.command("approve")
 @click.argument("plugin_id")
 @click.argument("items", nargs=-1)
-def approve_command(plugin_id: str, items: tuple[str, ...]) -> None:
-    """Approve ITEMs (default: every declared item, and pin the plugin's current files)."""
+@json_option
+def approve_command(plugin_id: str, items: tuple[str, ...], as_json: bool) -> None:
+    """Approve ITEMs (default: all declared, pinning the files)."""
     plugin = open_registry().get(plugin_id)
     consent = Consent()
     _refuse_if_admin_only(consent)
@@ -222,6 +223,10 @@ def approve_command(plugin_id: str, items: tuple[str, ...]) -> None:
         chosen = declared_items(plugin.manifest.capabilities)
         approval = Approval(hashes.manifest_sha256, hashes.wasm_sha256, frozenset(chosen))
     consent.record(plugin.name, approval, "approval", list(chosen))
+    if as_json:
+        print_json({"plugin": plugin.name, "approved": list(chosen),
+                    "pinned_wasm_sha256": None if items else hashes.wasm_sha256})
+        return
     console = make_console()
     for item in chosen:
         console.print(f"✅ Approved {escape_control(item)}")
@@ -232,8 +237,12 @@ def approve_command(plugin_id: str, items: tuple[str, ...]) -> None:
 @click.command("revoke")
 @click.argument("plugin_id")
 @click.argument("items", nargs=-1)
-def revoke_command(plugin_id: str, items: tuple[str, ...]) -> None:
-    """Revoke ITEMs (default: every approved item). A running worker is denied from its next host call."""
+@json_option
+def revoke_command(plugin_id: str, items: tuple[str, ...], as_json: bool) -> None:
+    """Revoke ITEMs (default: every approved item).
+
+    A running worker is denied from its next host call on.
+    """
     plugin = open_registry().get(plugin_id)
     consent = Consent()
     _refuse_if_admin_only(consent)
@@ -244,6 +253,9 @@ def revoke_command(plugin_id: str, items: tuple[str, ...]) -> None:
     approval = Approval(previous.manifest_sha256, previous.wasm_sha256, previous.items - frozenset(chosen),
                         previous.pending - frozenset(chosen), previous.revoked | frozenset(chosen))
     consent.record(plugin.name, approval, "revocation", list(chosen))
+    if as_json:
+        print_json({"plugin": plugin.name, "revoked": list(chosen)})
+        return
     console = make_console()
     for item in chosen:
         console.print(f"✅ Revoked {escape_control(item)}")

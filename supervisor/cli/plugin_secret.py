@@ -14,14 +14,14 @@ from policy.capabilities import EnvAccess, check
 from policy.text import escape_control
 from supervisor import paths
 from supervisor.capabilities.audit import AuditLog, default_audit_path
-from supervisor.cli.output import print_json, warn
+from supervisor.cli.output import json_option, print_json, warn
 from supervisor.registry import Registry
 from supervisor.secrets import MAX_VALUE_BYTES, SecretError, SecretStore, validate_key
 
 
 @click.group("secret")
 def secret_group() -> None:
-    """Per-plugin secrets, read by the plugin as environment variables it declares."""
+    """Per-plugin secrets, read by plugins as env vars."""
 
 
 def _installed(plugin_id: str):
@@ -53,8 +53,9 @@ def _audit(plugin_id: str, kind: str, key: str) -> None:
 @secret_group.command("set")
 @click.argument("plugin_id")
 @click.argument("key")
-def set_command(plugin_id: str, key: str) -> None:
-    """Set KEY for PLUGIN_ID. The value is read from stdin, or from a hidden prompt on a terminal."""
+@json_option
+def set_command(plugin_id: str, key: str, as_json: bool) -> None:
+    """Set KEY for PLUGIN_ID (value from stdin or a hidden prompt)."""
     validate_key(key)
     plugin = _installed(plugin_id)
     value = _read_value(key)
@@ -63,12 +64,15 @@ def set_command(plugin_id: str, key: str) -> None:
     if not check(plugin.manifest.capabilities, EnvAccess(key)).allowed:
         warn(f"plugin '{plugin.name}' does not declare env '{key}' in its manifest; it cannot read this secret "
              "until its capabilities.env names it")
+    if as_json:
+        print_json({"plugin": plugin.name, "key": key, "set": True})
+        return
     click.echo(f"Secret {key} set for {plugin.name}.")
 
 
 @secret_group.command("list")
 @click.argument("plugin_id")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 def list_command(plugin_id: str, as_json: bool) -> None:
     """List the names of PLUGIN_ID's secrets (never their values)."""
     keys = SecretStore().keys(plugin_id)
@@ -84,10 +88,14 @@ def list_command(plugin_id: str, as_json: bool) -> None:
 @secret_group.command("unset")
 @click.argument("plugin_id")
 @click.argument("key")
-def unset_command(plugin_id: str, key: str) -> None:
+@json_option
+def unset_command(plugin_id: str, key: str, as_json: bool) -> None:
     """Remove KEY from PLUGIN_ID's secrets."""
     SecretStore().unset(plugin_id, key)
     _audit(plugin_id, "secret_unset", key)
+    if as_json:
+        print_json({"plugin": plugin_id, "key": key, "set": False})
+        return
     click.echo(f"Secret {key} removed from {plugin_id}.")
 
 

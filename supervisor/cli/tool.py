@@ -8,7 +8,7 @@ import click
 
 from supervisor import paths
 from supervisor.cli.connect import open_supervisor
-from supervisor.cli.output import cut, echo, header, make_console, print_json, warn
+from supervisor.cli.output import json_option, cut, echo, header, make_console, print_json, warn
 from supervisor.registry import Registry
 from supervisor.tools import ToolInfo, ToolRun, ToolRunner
 
@@ -23,7 +23,7 @@ def tool_group() -> None:
 
 
 @tool_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print the tools as a JSON array.")
+@json_option
 def list_command(as_json: bool) -> None:
     """List the tools of every enabled tool plugin."""
     with open_supervisor() as supervisor:
@@ -54,12 +54,15 @@ def list_command(as_json: bool) -> None:
 @click.argument("plugin")
 @click.argument("tool")
 @click.option("--args", "args_text", default="{}", show_default=True, help="The tool's arguments as JSON.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: the result and every hook's outcome.")
+@json_option
 @click.option("--yes", "-y", is_flag=True, help="Allow a risky or dangerous tool without asking.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.001),
               help="Wall-clock limit for the tool, seconds.")
 def run_command(plugin: str, tool: str, args_text: str, as_json: bool, yes: bool, timeout_s: float | None) -> None:
-    """Run TOOL of tool plugin PLUGIN; every enabled hook plugin hears before, after and on error."""
+    """Run TOOL of tool plugin PLUGIN, with hooks around it.
+
+    Every enabled hook plugin hears before, after and on error.
+    """
 
     def confirm(info: ToolInfo) -> bool:
         if yes:
