@@ -37,15 +37,19 @@ def all_commands() -> dict[str, click.Command]:
     from supervisor.cli.main import build_cli
 
     found: dict[str, click.Command] = {}
+    root = build_cli()
 
     def walk(command: click.Command, path: tuple[str, ...]) -> None:
         if isinstance(command, click.Group):
-            for name, sub in command.commands.items():
-                walk(sub, (*path, name))
+            with click.Context(command) as ctx:
+                for name in command.list_commands(ctx):  # lazy groups: imports each command
+                    sub = command.get_command(ctx, name)
+                    assert sub is not None
+                    walk(sub, (*path, name))
         else:
             found[" ".join(path)] = command
 
-    walk(build_cli(), ())
+    walk(root, ())
     return found
 
 
@@ -305,7 +309,9 @@ def groups() -> Iterator[tuple[str, ...]]:
 
     def walk(group: click.Group, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
         yield path
-        for name, sub in group.commands.items():
+        with click.Context(group) as ctx:
+            subgroups = [(name, group.get_command(ctx, name)) for name in group.list_commands(ctx)]
+        for name, sub in subgroups:
             if isinstance(sub, click.Group):
                 yield from walk(sub, (*path, name))
 
