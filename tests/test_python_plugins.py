@@ -165,3 +165,19 @@ def test_python_examples_run_through_the_daemon_in_a_locked_down_worker(run_tark
                 assert {"seccomp", "landlock", "netns", "uid"} <= set(workers[name]["layers"]), workers[name]
     finally:
         run_tark("supervisor", "stop")
+
+
+@pytest.mark.parametrize("plugin_type,export,args,expected", [
+    ("auth", "display_name", [], "mine"),
+    ("hook", "hook_on_error", ["it broke"], None),  # a hook returns 0 and no result buffer
+    ("channel", "channel_info", [], '"id":"mine"'),
+])
+def test_the_python_template_of_each_other_type_builds_and_answers(run_tark, tmp_path, shared_cache, plugin_type,
+                                                                   export, args, expected) -> None:
+    ok(run_tark("plugin", "new", "mine", "--type", plugin_type, cwd=tmp_path))
+    ok(run_tark("plugin", "build", "mine", cwd=tmp_path, timeout=SLOW))
+    ok(run_tark("plugin", "add", "--yes", str(tmp_path / "mine"), timeout=SLOW))
+    done = run_tark("plugin", "call", "mine", export, *args, "--json", timeout=SLOW)
+    result = json.loads(ok(done))
+    assert result["ret"] >= 0, result
+    assert expected in result["output"] if expected else result["ret"] == 0

@@ -33,8 +33,9 @@ class ChannelPlugin(exports.ChannelPlugin):
         pending = json.loads(storage.get("pending") or "[]")
         pending.append(str(request.get("body", "")))
         storage.set("pending", json.dumps(pending))
-        return json.dumps({{"status": 200, "headers": {{}}, "body": json.dumps({{"queued": True}})}})
+        return json.dumps({{"status": 200, "headers": [], "body": json.dumps({{"queued": True}}), "messages": []}})
 
     def send(self, request_json: str) -> str:
-        log.info(f"send: {{request_json}}")
-        return json.dumps({{"success": True}})
+        request = json.loads(request_json)
+        log.info(f"send to {{request.get('conversation_id')}}: {{request.get('text')}}")
+        return json.dumps({{"success": True, "message_id": request.get("message_id") or "1", "error": None}})
