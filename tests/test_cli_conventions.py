@@ -142,6 +142,9 @@ def test_json_everywhere_one_document_each(tark_argv: list[str], examples: Path,
         stopped = run("supervisor stop")
     assert stopped["stopped"] is True and stopped["pid"] == started["pid"]
     assert run("plugin remove", "word-tools") == {"id": "word-tools", "removed": True}
+    made = run("plugin new", str(examples / "fresh"), "--type", "tool", "--lang", "wat")
+    assert made["directory"] == str(examples / "fresh") and "plugin.toml" in made["files"]
+    assert run("plugin build", made["directory"])["wasm"].endswith(".wasm")
     assert covered == set(all_commands()) - NOT_DATA
 
 
