@@ -66,6 +66,10 @@ class Demo:
 def plugins_and_basics(demo: Demo) -> None:
     demo.section("Install every bundled example plugin (local directories)")
     for directory in sorted(p.parent for p in EXAMPLES.glob("*/plugin.toml")):
+        if (directory / "app.py").exists() and not any(directory.glob("*.wasm")):
+            demo.say(f"{directory.name} is written in Python: build it with `tark plugin build {directory}`"
+                     " (docs/writing-plugins.md); skipped here")
+            continue
         demo.run("plugin", "add", "--yes", str(directory))
     demo.section("List and inspect them")
     demo.run("plugin", "list")
