@@ -19,7 +19,13 @@ import attrs
 
 from supervisor import envelope
 from supervisor.atomic_file import read_no_follow, write_atomically
-from supervisor.credentials import MAX_CREDENTIALS_BYTES, CredentialsError, credentials_path, save_credentials
+from supervisor.credentials import (
+    MAX_CREDENTIALS_BYTES,
+    CredentialsError,
+    credentials_path,
+    credentials_text,
+    save_credentials,
+)
 from supervisor.plugin import InstalledPlugin
 
 PASSPHRASE_ENV = "TARK_PLUGIN_PASSPHRASE"
@@ -86,12 +92,7 @@ def read_text(path: Path) -> str:
     info, data = found
     if not stat.S_ISREG(info.st_mode):
         raise CredentialsError(f"credentials file {path} is not a regular file")
-    if len(data) > MAX_CREDENTIALS_BYTES:
-        raise CredentialsError(f"credentials file {path} is larger than {MAX_CREDENTIALS_BYTES} bytes")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CredentialsError(f"credentials file {path} is not UTF-8 text") from None
+    return credentials_text(path, data)
 
 
 def open_text(text: str, path: Path, passphrase: Passphrase) -> str:

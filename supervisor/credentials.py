@@ -117,6 +117,11 @@ def load_credentials(plugin: InstalledPlugin, environ: Mapping[str, str] | None 
         return None
     except OSError as exc:
         raise CredentialsError(f"cannot read credentials {path}: {exc.strerror}") from None
+    return credentials_text(path, data)
+
+
+def credentials_text(path: Path, data: bytes) -> str:
+    """The text of credentials read from `path`: at most MAX_CREDENTIALS_BYTES, UTF-8."""
     if len(data) > MAX_CREDENTIALS_BYTES:
         raise CredentialsError(f"credentials file {path} is larger than {MAX_CREDENTIALS_BYTES} bytes")
     try:
