@@ -188,6 +188,16 @@ def descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def a_worker_spins(pid: int, cpu_s: float = 0.2) -> bool:
+    for child in descendants(pid):
+        try:
+            if child.cpu_times().user >= cpu_s:
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
 def all_gone(processes: list[psutil.Process], within_s: float = 3.0) -> bool:
     _gone, alive = psutil.wait_procs(processes, timeout=within_s)
     return all(p.status() == psutil.STATUS_ZOMBIE for p in alive if p.is_running())
@@ -273,7 +283,8 @@ def test_ctrl_c_through_the_daemon_cancels_the_call_and_the_next_one_runs_at_onc
 
 def test_ctrl_c_through_the_daemon_stops_a_spinning_worker(daemon, tark_argv, run_tark) -> None:
     process = start_cli(tark_argv, "plugin", "call", "probe", "spin")
-    time.sleep(1.5)
+    # Ctrl-C once the call spins in the daemon's worker (a fixed sleep could hit a CLI still importing)
+    assert wait_for(lambda: a_worker_spins(daemon_pid()))
     assert_interrupted(*interrupt(process))
     started = time.monotonic()
     done = run_tark("plugin", "call", "probe", "ping", "--timeout", "5")
