@@ -136,7 +136,7 @@ def test_an_infinite_loop_is_stopped_by_the_cpu_budget(make_pool, plugin) -> Non
     pool.call(plugin, "status", [], None)  # worker started
     outcome = pool.call(plugin, "spin", [], None)
     assert outcome.error_kind == "cpu_limit" and "200 ms" in outcome.error_message
-    assert outcome.duration_s < 0.2 + 0.15
+    assert outcome.duration_s < 2.0  # stopped by the budget, long before any wall deadline (load only adds wait)
     assert pool.call(plugin, "status", [], None).worker_pid == outcome.worker_pid
 
 
@@ -182,19 +182,22 @@ def test_a_worker_killed_mid_call_fails_fast_and_is_replaced(make_pool, plugin) 
     first_pid = pool.call(plugin, "status", [], None).worker_pid
     for export in ("spin", "spin_in_host_calls"):
         pid = pool.call(plugin, "status", [], None).worker_pid
-        killer = threading.Timer(0.3, os.kill, (pid, signal.SIGKILL))
+        killed_at: list[float] = []
+        killer = threading.Timer(0.3, lambda: (os.kill(pid, signal.SIGKILL), killed_at.append(time.monotonic())))
         killer.start()
         outcome = pool.call(plugin, export, [], None)
+        failed_at = time.monotonic()
         killer.join()
         assert outcome.error_kind == "worker_died"
         assert outcome.error_message == (
             f"worker for plugin 'probe' died during '{export}' (killed by signal SIGKILL)"
         )
-        assert outcome.duration_s < 0.3 + 0.1
+        # fast: measured from the kill (a loaded machine may fire the timer late), far below any deadline
+        assert failed_at - killed_at[0] < 0.5
         started = time.monotonic()
         after = pool.call(plugin, "status", [], None)
         assert after.ret == 7 and after.worker_pid not in (pid, first_pid)
-        assert time.monotonic() - started < 0.3
+        assert time.monotonic() - started < 1.5  # backoff (0.1 s) + a cold start
     [status] = pool.status()
     assert (status.state, status.restarts) == ("running", 2)
 
