@@ -29,10 +29,9 @@ def _installed(plugin_id: str):
 
 
 def _read_value(key: str) -> str:
-    stdin = click.get_text_stream("stdin")
-    if stdin.isatty():
+    if sys.stdin.isatty():
         return click.prompt(f"Value of {key}", hide_input=True, confirmation_prompt=True, err=True)
-    raw = sys.stdin.buffer.read(MAX_VALUE_BYTES + 3) if hasattr(sys.stdin, "buffer") else stdin.read().encode()
+    raw = sys.stdin.buffer.read(MAX_VALUE_BYTES + 3) if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
     try:
         value = raw.decode("utf-8")
     except UnicodeDecodeError:
