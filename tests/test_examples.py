@@ -84,35 +84,6 @@ def test_echo_provider_chat_echoes_the_last_user_message(examples, pool_and_host
     assert stdout == b"echo-provider: chat\n" * 2
 
 
-def test_echo_provider_reports_errors_gemini_style(examples, pool_and_hosts) -> None:
-    pool, _ = pool_and_hosts
-    outcome = pool.call(examples["echo-provider"], "provider_chat", [b'[{"role":"system","content":"x"}]', b"m"], CAP_CHAT)
-    assert outcome.ret == -len(outcome.output)
-    assert json.loads(outcome.output) == {"error": "no user message in the conversation"}
-
-
-def test_echo_channel_queues_webhooks_for_the_poll_loop(examples, pool_and_hosts) -> None:
-    pool, _ = pool_and_hosts
-    plugin = examples["echo-channel"]
-    info = ok_json(pool.call(plugin, "channel_info", [], CAP_INFO))
-    assert info["id"] == "echo" and info["supports_edits"] is False
-    assert pool.call(plugin, "channel_start", [], None, instance="poll").ret == 0
-    assert ok_json(pool.call(plugin, "channel_poll", [], CAP_INFO, instance="poll")) == []
-    request = {"method": "POST", "path": "/channels/echo-channel/webhook", "query": None,
-               "headers": [["content-type", "application/json"]], "body": '{"text": "ping"}'}
-    response = ok_json(pool.call(plugin, "channel_handle_webhook", [json.dumps(request).encode()], CAP_CHAT))
-    assert response["status"] == 200 and json.loads(response["body"]) == {"queued": True}
-    [inbound] = ok_json(pool.call(plugin, "channel_poll", [], CAP_INFO, instance="poll"))
-    assert inbound == {"conversation_id": "webhook", "user_id": "webhook", "text": '{"text": "ping"}',
-                       "metadata_json": ""}
-    assert ok_json(pool.call(plugin, "channel_poll", [], CAP_INFO, instance="poll")) == []
-    send = json.dumps({"conversation_id": "webhook", "text": "pong", "message_id": None, "is_final": True,
-                       "metadata_json": ""}).encode()
-    ids = [ok_json(pool.call(plugin, "channel_send", [send], CAP_CHAT, instance="poll"))["message_id"] for _ in range(2)]
-    assert ids == ["1", "2"]
-    assert ok_json(pool.call(plugin, "channel_send", [send], CAP_CHAT))["message_id"] == "1"  # fresh instance
-
-
 def test_hello_auth_provides_openai_compatible_credentials(examples, pool_and_hosts) -> None:
     pool, _ = pool_and_hosts
     plugin = examples["hello-auth"]
