@@ -17,7 +17,7 @@ from pathlib import Path
 import wasmtime
 import zmq
 
-from ops.bench.common import Result, median, scratch, write_plugin
+from ops.bench.common import NoHost, Result, median, scratch, write_plugin
 from supervisor.forkserver import ForkServer
 from supervisor.modules import ModuleCache
 from supervisor.plugin import load_plugin_dir
@@ -107,7 +107,7 @@ def cold_start_times(tmp: Path, samples: int) -> tuple[list[float], list[float]]
     runtime = tmp / "run"
     runtime.mkdir(mode=0o700)
     warm, uncached = [], []
-    with WorkerPool(runtime, ModuleCache(tmp / "cache"), lambda plugin: _NoHost()) as pool:
+    with WorkerPool(runtime, ModuleCache(tmp / "cache"), lambda plugin: NoHost()) as pool:
         pool.call(cached, "noop", [], None).raise_for_error()  # fork server up, module compiled and cached
         for index in range(samples):
             pool.stop(cached.name)
@@ -122,19 +122,6 @@ def cold_start_times(tmp: Path, samples: int) -> tuple[list[float], list[float]]
             uncached.append(time.perf_counter() - started)
             pool.stop(fresh.name)
     return warm, uncached
-
-
-class _NoHost:
-    """The no-op guest makes no host calls."""
-
-    def handle(self, request):  # noqa: ANN001, ANN201
-        raise AssertionError(f"unexpected host call {request!r}")
-
-    def on_log(self, message: object) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def measure(quick: bool) -> list[Result]:

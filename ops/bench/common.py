@@ -111,3 +111,16 @@ def write_plugin(directory: Path, name: str, wasm: bytes, *, plugin_type: str = 
         f'[plugin]\nname = "{name}"\nversion = "0.1.0"\ntype = "{plugin_type}"\n{extra_toml}')
     (directory / "plugin.wasm").write_bytes(wasm)
     return directory
+
+
+class NoHost:
+    """The host of a benchmark guest that makes no host calls: one arriving is a bug in the benchmark."""
+
+    def handle(self, request):  # noqa: ANN001, ANN201
+        raise AssertionError(f"unexpected host call {request!r}")
+
+    def on_log(self, message: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -10,7 +10,7 @@ import time
 
 import wasmtime
 
-from ops.bench.common import Result, scratch, write_plugin
+from ops.bench.common import NoHost, Result, scratch, write_plugin
 from supervisor.modules import ModuleCache
 from supervisor.plugin import load_plugin_dir
 from supervisor.workers import WorkerPool
@@ -26,17 +26,6 @@ WAT = """
       (br_if $l (i32.lt_u (local.get $i) (i32.const 100000))))
     (i32.and (local.get $x) (i32.const 0))))
 """
-
-
-class _NoHost:
-    def handle(self, request):  # noqa: ANN001, ANN201
-        raise AssertionError(f"unexpected host call {request!r}")
-
-    def on_log(self, message: object) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def calls_per_second(pool: WorkerPool, plugins: list, window_s: float) -> float:
@@ -76,7 +65,7 @@ def measure(quick: bool) -> list[Result]:
         plugins = [load_plugin_dir(write_plugin(tmp / f"p{i}", f"busy-{i}", wasm)) for i in range(max(sizes))]
         runtime = tmp / "run"
         runtime.mkdir(mode=0o700)
-        with WorkerPool(runtime, ModuleCache(tmp / "cache"), lambda plugin: _NoHost()) as pool:
+        with WorkerPool(runtime, ModuleCache(tmp / "cache"), lambda plugin: NoHost()) as pool:
             for plugin in plugins:  # every worker started before any window
                 pool.call(plugin, "work", [], None).raise_for_error()
             rates: dict[int, list[float]] = {size: [] for size in sizes}
