@@ -24,7 +24,7 @@ from worker import protocol
 from worker.channel import SupervisorLink
 from worker.component_imports import define_imports
 from worker.component_values import BadValue, to_core, to_wit_args
-from worker.engine import FRESH, MAX_NAMED_INSTANCES, MAX_OUTPUT_BYTES_PER_CALL, CallFailed, GuestRuntime, _reason
+from worker.engine import FRESH, MAX_OUTPUT_BYTES_PER_CALL, CallFailed, GuestRuntime, _reason
 
 # wasmtime reports component traps as WasmtimeError with the trap's text (no trap code).
 _CPU_STOPS = ("wasm trap: interrupt", "all fuel consumed")
@@ -54,18 +54,6 @@ class ComponentRuntime(GuestRuntime):
         # nothing (no preopens, no environment, no sockets): without one the first WASI call aborts the process.
         self._linker.add_wasip2()
         define_imports(self._linker, self)
-        self._live: dict[str, _Live] = {}
-
-    def close(self) -> None:
-        if self._ticker is not None:
-            self._ticker.stop()
-        for name in list(self._live):
-            self.end_instance(name)
-
-    def end_instance(self, name: str) -> None:
-        live = self._live.pop(name, None)
-        if live is not None:
-            live.store.close()
 
     def invoke(self, call: protocol.Invoke) -> protocol.InvokeResult:
         self._output_budget = MAX_OUTPUT_BYTES_PER_CALL
@@ -80,19 +68,13 @@ class ComponentRuntime(GuestRuntime):
             except BadValue as exc:
                 raise CallFailed("bad_result", f"cannot pass the arguments of '{entry.wit_name}': {exc}") from None
             with self._guest_running():
-                target = self._live.get(call.instance) if long_lived else None
-                if target is None:
-                    if long_lived and len(self._live) >= MAX_NAMED_INSTANCES:
-                        raise CallFailed("instantiate", f"too many live instances (at most {MAX_NAMED_INSTANCES})")
-                    target = self._instantiate()
-                    if long_lived:
-                        self._live[call.instance] = target
+                target = self._instance_for(call)
                 self._arm(target.store)
                 func = self._func(target, entry)
                 value = func(target.store, *args)
             return self._result(call, entry, value)
         except CallFailed as failure:
-            return self._failed_component(call, failure.kind, failure.message, target)
+            return self._failed(call, failure.kind, failure.message, target)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             reason = _reason(exc)
             if any(stop in reason for stop in _CPU_STOPS) and not self.supervisor_lost:
@@ -102,12 +84,12 @@ class ComponentRuntime(GuestRuntime):
                            f"guest exceeded its CPU budget of {self._spec.call_cpu_ms} ms and was interrupted")
             else:
                 kind, message = "trap", f"guest trapped: {reason}"
-            return self._failed_component(call, kind, message, target)
+            return self._failed(call, kind, message, target)
         except (TypeError, ValueError, AttributeError) as exc:  # the component's export has another type
-            return self._failed_component(call, "bad_result",
+            return self._failed(call, "bad_result",
                                           f"'{call.export}' does not have the type wit/tark.wit gives it: {exc}", target)
         except Exception as exc:  # a worker bug must fail this call, not the worker
-            return self._failed_component(call, "trap", f"internal worker error: {type(exc).__name__}: {exc}", target)
+            return self._failed(call, "trap", f"internal worker error: {type(exc).__name__}: {exc}", target)
         finally:
             self._current_store = None
             if target is not None and not long_lived:
@@ -128,12 +110,6 @@ class ComponentRuntime(GuestRuntime):
                                                f"larger than the {call.result_capacity}-byte buffer")
             output = None  # diagnostics that do not fit are dropped, as the core ABI's would be
         return protocol.InvokeResult(call_id=call.call_id, ret=ret, output=output)
-
-    def _failed_component(self, call: protocol.Invoke, kind: str, message: str,
-                          target: _Live | None) -> protocol.InvokeResult:
-        if call.instance != FRESH and target is not None and self._live.get(call.instance) is target:
-            self.end_instance(call.instance)  # a failed call poisons its Store: never reused
-        return protocol.InvokeResult(call_id=call.call_id, error=protocol.CallError(kind=kind, message=message[:4096]))
 
     def _instantiate(self) -> _Live:
         store = wasmtime.Store(self._engine)

@@ -13,7 +13,7 @@ import math
 import os
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 from contextlib import contextmanager
 
 import attrs
@@ -168,7 +168,6 @@ class GuestRuntime:
             self._pre = linker.instantiate_pre(self._module)
         except wasmtime.WasmtimeError as exc:
             raise CallFailed("instantiate", f"Failed to instantiate plugin: {spec.plugin}: {_reason(exc)}") from None
-        self._named: dict[str, _Instance] = {}
 
     def _init_bridge(self, spec: protocol.WorkerSpec, link: SupervisorLink) -> None:
         """The engine, limits and supervisor link every runtime has, whichever ABI it hosts (worker/component.py)."""
@@ -183,6 +182,8 @@ class GuestRuntime:
         self._deadline_ticks = max(1, math.ceil(spec.call_cpu_ms / max(spec.epoch_tick_ms, 1)))
         self._ticker = EpochTicker(self._engine, spec.epoch_tick_ms / 1000) if spec.engine.epoch_interruption else None
         self._deadline_epoch = 0
+        # Long-lived instances by name (channel poll loops); each has a `.store` (_Instance, or a component's _Live).
+        self._named: dict[str, Any] = {}
 
     def close(self) -> None:
         if self._ticker is not None:
@@ -198,13 +199,7 @@ class GuestRuntime:
         target: _Instance | None = None
         try:
             with self._guest_running():
-                target = self._named.get(call.instance) if long_lived else None
-                if target is None:
-                    if long_lived and len(self._named) >= MAX_NAMED_INSTANCES:
-                        raise CallFailed("instantiate", f"too many live instances (at most {MAX_NAMED_INSTANCES})")
-                    target = self._instantiate()
-                    if long_lived:
-                        self._named[call.instance] = target
+                target = self._instance_for(call)
                 self._arm(target.store)
                 ret, output = self._call(target, call, free_after=long_lived)
             return protocol.InvokeResult(call_id=call.call_id, ret=ret, output=output)
@@ -240,14 +235,25 @@ class GuestRuntime:
             return ""
         return f" (its memory reached the {cap // 2**20} MiB cap, memory_limit_bytes: a memory.grow was refused)"
 
+    def _instance_for(self, call: protocol.Invoke) -> Any:
+        """A fresh instance, or the call's named long-lived one (made on its first call)."""
+        if call.instance == FRESH:
+            return self._instantiate()
+        target = self._named.get(call.instance)
+        if target is None:
+            if len(self._named) >= MAX_NAMED_INSTANCES:
+                raise CallFailed("instantiate", f"too many live instances (at most {MAX_NAMED_INSTANCES})")
+            target = self._named[call.instance] = self._instantiate()
+        return target
+
     def end_instance(self, name: str) -> None:
         instance = self._named.pop(name, None)
         if instance is not None:
             instance.store.close()
 
-    def _failed(self, call: protocol.Invoke, kind: str, message: str, target: _Instance | None) -> protocol.InvokeResult:
-        if call.instance != FRESH and self._named.get(call.instance) is target:
-            self.end_instance(call.instance)  # a trapped instance is never reused (weakness 7)
+    def _failed(self, call: protocol.Invoke, kind: str, message: str, target: Any) -> protocol.InvokeResult:
+        if call.instance != FRESH and target is not None and self._named.get(call.instance) is target:
+            self.end_instance(call.instance)  # a trapped (or, for a component, any failed) instance is never reused
         return protocol.InvokeResult(call_id=call.call_id, error=protocol.CallError(kind=kind, message=message[:4096]))
 
     @contextmanager
