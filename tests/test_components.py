@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from policy import abi
+from policy.limits import LIVE_STORES
 from supervisor.capabilities.audit import read_audit
 from supervisor.modules import ModuleCache
 from supervisor.plugin import InstalledPlugin, load_plugin_dir
@@ -161,6 +162,22 @@ class _RequestRecorder(RecordingHost):
         fields = {f: getattr(request, f) for f in request.__struct_fields__ if f != "host_call_id"}
         self.requests.append((type(request).__name__, fields))
         return super().handle(request)
+
+
+@pytest.mark.parametrize("name", ["echo-channel", "chan-wit"])
+def test_long_lived_instances_are_capped_below_what_the_address_space_holds(name, examples, pool_and_hosts) -> None:
+    # Each store reserves the memory cap; RLIMIT_AS holds LIVE_STORES of them. One more named instance is refused
+    # by name (not by a failed mmap), and a fresh call still finds room while the named ones live.
+    pool, _, _ = pool_and_hosts
+    plugin = examples[name]
+    for index in range(LIVE_STORES - 1):
+        assert pool.call(plugin, "channel_start", [], None, instance=f"loop-{index}").ret == 0
+    outcome = pool.call(plugin, "channel_start", [], None, instance="one-too-many")
+    assert outcome.error_kind == "instantiate"
+    assert outcome.error_message == f"too many live instances (at most {LIVE_STORES - 1})"
+    assert ok_json(pool.call(plugin, "channel_info", [], CAP_INFO))["id"] == "echo"  # a fresh instance
+    pool.end_instance(plugin.name, "loop-0")
+    assert pool.call(plugin, "channel_start", [], None, instance="one-too-many").ret == 0
 
 
 def test_the_supervisor_sees_the_same_requests_whichever_abi_asked(examples, tmp_path: Path) -> None:

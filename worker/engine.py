@@ -18,6 +18,8 @@ from contextlib import contextmanager
 
 import attrs
 import wasmtime
+
+from policy.limits import LIVE_STORES
 from wasmtime import _ffi
 from wasmtime._extern import wrap_extern as _wrap_extern
 
@@ -25,7 +27,9 @@ from worker import abi, protocol
 from worker.channel import SupervisorLink, SupervisorLost
 
 FRESH = "fresh"
-MAX_NAMED_INSTANCES = 16
+# Every store reserves the memory cap up front and the worker's RLIMIT_AS holds LIVE_STORES of them
+# (docs/limits.md): long-lived instances may take all but one, which stays free for fresh calls.
+MAX_NAMED_INSTANCES = LIVE_STORES - 1
 MAX_OUTPUT_BYTES_PER_CALL = 256 * 1024
 OUTPUT_CHUNK_BYTES = 16 * 1024
 DEFAULT_FUEL = 2**62
